@@ -1,0 +1,205 @@
+"""`params.yaml`, loaded once into frozen dataclasses.
+
+One dataclass per section. Loading is strict: an unknown key, a value of the wrong type or an
+out-of-range value stops with a message that names the key (`train.kl.type: ...`). Library code
+receives these objects and never opens `params.yaml` itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad `params.yaml`: the message names the key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["sim-push", "sample"] = "sim-push"
+    seed: int = 0
+    num_train: int = 384
+    num_val: int = 32
+    num_test: int = 64
+    seq_len: int = 30
+    image_size: int = 64
+    shard_size: int = 256  # sequences per shard file
+    workers: int = 0  # generator processes; 0 = one per CPU core
+
+    def check(self):
+        _positive(self, "num_train", "num_val", "num_test", "seq_len", "shard_size")
+        _require(self.image_size == 64, "data.image_size", "the SVG encoder is built for 64")
+        _require(self.workers >= 0, "data.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: float = 0.25  # channel multiplier of the VGG encoder/decoder; 1.0 = SVG's 64..512
+    g_dim: int = 128  # frame encoding size
+    z_dim: int = 16
+    rnn_size: int = 128
+    predictor_layers: int = 2
+    posterior_layers: int = 1
+    last_frame_skip: bool = False  # skips from the last input frame, not the last conditioning one
+
+    def check(self):
+        _require(0 < self.width <= 4, "model.width", "must be in (0, 4]")
+        _positive(self, "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers")
+
+
+@dataclass(frozen=True)
+class KLConfig:
+    """KL weight schedule; see `cvae.schedules.kl_beta` for the exact definition."""
+
+    type: Literal["Monotonic", "Cyclical", "None"] = "Monotonic"
+    unit: Literal["epoch", "step"] = "epoch"  # what `cycle` counts
+    beta_max: float = 1e-4
+    cycle: int = 10  # length of one annealing cycle, in `unit`s
+    ratio: float = 0.5  # fraction of a cycle spent ramping from 0 to beta_max
+
+    def check(self):
+        _require(self.beta_max >= 0, "train.kl.beta_max", "must be >= 0")
+        _positive(self, "cycle", prefix="train.kl")
+        _require(0 < self.ratio <= 1, "train.kl.ratio", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TeacherForcingConfig:
+    """Teacher-forcing ratio per epoch; see `cvae.schedules.teacher_forcing_ratio`."""
+
+    start: float = 1.0
+    start_decay_epoch: int = 5
+    decay_step: float = 0.1
+    lower_bound: float = 0.0
+
+    def check(self):
+        for name in ("start", "lower_bound"):
+            _require(0 <= getattr(self, name) <= 1, f"train.tfr.{name}", "must be in [0, 1]")
+        _require(self.lower_bound <= self.start, "train.tfr.lower_bound", "must be <= start")
+        _require(self.decay_step >= 0, "train.tfr.decay_step", "must be >= 0")
+        _require(self.start_decay_epoch >= 0, "train.tfr.start_decay_epoch", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    n_past: int = 2
+    n_future: int = 10
+    batch_size: int = 16
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    lr: float = 2e-3
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    log_every: int = 10  # steps between log lines
+    kl: KLConfig = field(default_factory=KLConfig)
+    tfr: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
+
+    def check(self):
+        _positive(self, "n_past", "n_future", "batch_size", "epochs", "steps_per_epoch",
+                  "log_every", prefix="train")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_past: int = 2
+    n_future: int = 10
+    batch_size: int = 32
+    seed: int = 0  # seed of the prior samples
+    samples: int = 4  # test sequences whose predictions are saved for the report
+
+    def check(self):
+        _positive(self, "n_past", "n_future", "batch_size", "samples", prefix="eval")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    sequence: int = 0  # which test sequence the GIF and the grid show
+    fps: int = 4
+
+    def check(self):
+        _require(self.sequence >= 0, "report.sequence", "must be >= 0")
+        _positive(self, "fps", prefix="report")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def check(self):
+        window = self.data.seq_len
+        for section in ("train", "eval"):
+            cfg = getattr(self, section)
+            _require(cfg.n_past + cfg.n_future <= window, f"{section}.n_future",
+                     f"n_past + n_future must fit in data.seq_len ({window})")
+        _require(self.report.sequence < self.eval.samples, "report.sequence",
+                 f"must be < eval.samples ({self.eval.samples}), the sequences evaluate saves")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    return parse(Params, raw)
+
+
+def parse(cls, raw, prefix: str = ""):
+    """Build dataclass `cls` from a dict, checking keys, types and values."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (known in {prefix or 'params.yaml'}: "
+            f"{', '.join(sorted(names))})"
+        )
+    values = {
+        name: _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
+        for name, value in raw.items()
+    }
+    obj = cls(**values)
+    obj.check()
+    return obj
+
+
+def _convert(kind, value, key: str):
+    if dataclasses.is_dataclass(kind):
+        return parse(kind, value, key)
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _require(ok: bool, key: str, message: str):
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _positive(cfg, *names, prefix: str | None = None):
+    section = prefix or type(cfg).__name__.removesuffix("Config").lower()
+    for name in names:
+        _require(getattr(cfg, name) > 0, f"{section}.{name}", "must be > 0")
+
+
+def as_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+

@@ -1,0 +1,29 @@
+"""The two terms of the conditional VAE's loss."""
+from __future__ import annotations
+
+import torch
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None) -> torch.Tensor:
+    """KL(q || p) between diagonal Gaussians, summed over the last (latent) dimension.
+
+    p defaults to N(0, I). Closed form per dimension:
+    log(sigma_p / sigma_q) + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2.
+    """
+    if mu_p is None:
+        mu_p = torch.zeros_like(mu_q)
+    if logvar_p is None:
+        logvar_p = torch.zeros_like(logvar_q)
+    kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
+    return kl.sum(-1)
+
+
+def sequence_loss(pred, target, mu, logvar, beta: float):
+    """Loss of one batch of sequences, as SVG sums it: over predicted steps, the MSE (mean over
+    batch and pixels) plus beta times the KL (summed over latent dims, mean over batch).
+
+    pred, target: (T, B, C, H, W); mu, logvar: (T, B, z). Returns (loss, mse, kl).
+    """
+    mse = ((pred - target) ** 2).mean(dim=(1, 2, 3, 4)).sum()
+    kl = gaussian_kl(mu, logvar).mean(dim=1).sum()
+    return mse + beta * kl, mse, kl

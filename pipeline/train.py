@@ -1,0 +1,23 @@
+"""Stage `train`: SVG on shards/, checkpoints in models/, logs in logs/train/."""
+import argparse
+import json
+from pathlib import Path
+
+from cvae.training import train
+from pipeline._cli import params
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shards", type=Path, default=Path("shards"))
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--logs", type=Path, default=Path("logs/train"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    args = parser.parse_args()
+    summary = train(params(), args.shards, args.models, args.logs)
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
