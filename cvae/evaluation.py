@@ -72,5 +72,7 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
                 kept_pred.append((pred.transpose(0, 1) * 255).round().byte().cpu())
     model.train(was_training)
     arrays = {key: torch.cat(values).cpu().numpy() for key, values in scores.items()}
+    if not kept_truth:  # keep=0: nothing saved, but the arrays keep their meaning
+        kept_truth, kept_pred = [frames_u8[:0]], [frames_u8[:0, n_past:]]
     return Scores(**arrays, truth=torch.cat(kept_truth)[:keep].numpy(),
                   prediction=torch.cat(kept_pred)[:keep].numpy())

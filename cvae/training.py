@@ -89,7 +89,8 @@ def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> 
     for epoch in range(state["epoch"], cfg.epochs):
         tfr = teacher_forcing_ratio(cfg.tfr, epoch)
         totals = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
-        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None)  # no bar when output is not a terminal (CI logs)
         for _ in bar:
             tick = time.perf_counter()
             beta = kl_beta(cfg.kl, epoch if cfg.kl.unit == "epoch" else state["step"])
