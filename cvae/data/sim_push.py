@@ -87,8 +87,13 @@ class _Scene:
         self.velocity = np.zeros(3)
         self.gripper = float(rng.integers(0, 2))
         self.waypoint = self._pick_waypoint()
-        for joint, angle in zip(ARM_JOINTS, self._inverse_kinematics(self.target)):
+        # IK is iterative and local: start from a bent pose, not the singular straight-up one,
+        # and refine a few times, placing the arm exactly where the first action starts.
+        for joint, angle in zip(ARM_JOINTS, HOME):
             sim.resetJointState(self.robot, joint, angle)
+        for _ in range(3):
+            for joint, angle in zip(ARM_JOINTS, self._inverse_kinematics(self.target)):
+                sim.resetJointState(self.robot, joint, angle)
         self.apply(np.array([0, 0, 0, self.gripper]), substeps=48)  # objects settle, arm holds
 
     def _add_object(self) -> int:
@@ -166,8 +171,7 @@ class _Scene:
     def _inverse_kinematics(self, position: np.ndarray) -> list[float]:
         pointing_down = self.sim.getQuaternionFromEuler([math.pi, 0, 0])
         angles = self.sim.calculateInverseKinematics(
-            self.robot, EE_LINK, position.tolist(), pointing_down,
-            restPoses=list(HOME) + [0.02] * 5, maxNumIterations=50,
+            self.robot, EE_LINK, position.tolist(), pointing_down, maxNumIterations=50,
         )
         return list(angles[:7])
 
@@ -178,7 +182,8 @@ class _Scene:
             )
 
     def ee_position(self) -> np.ndarray:
-        return np.asarray(self.sim.getLinkState(self.robot, EE_LINK)[4], np.float32)
+        state = self.sim.getLinkState(self.robot, EE_LINK, computeForwardKinematics=True)
+        return np.asarray(state[4], np.float32)
 
 
 def _camera(sim: BulletClient, rng: np.random.Generator):
