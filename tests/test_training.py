@@ -1,0 +1,81 @@
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+from cvae.config import Params, parse
+from cvae.data.shards import prepare
+from cvae.runtime import load_checkpoint
+from cvae.training import train
+from tests.conftest import write_random_raw
+
+TINY = {
+    "data": {"seq_len": 8},
+    "model": {"width": 0.125, "g_dim": 16, "z_dim": 4, "rnn_size": 16},
+    "train": {"n_past": 2, "n_future": 3, "batch_size": 2, "epochs": 3, "steps_per_epoch": 2,
+              "log_every": 1, "tfr": {"start": 1.0, "start_decay_epoch": 1, "decay_step": 0.5}},
+    "eval": {"n_past": 2, "n_future": 3, "batch_size": 2},
+}
+
+
+@pytest.fixture
+def shards(tmp_path):
+    write_random_raw(tmp_path / "raw", {"train": 4, "val": 2, "test": 2})
+    prepare(tmp_path / "raw", tmp_path / "shards", shard_size=3, source="test")
+    return tmp_path / "shards"
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _losses(path):
+    return [(r["step"], r["epoch"], r["loss"], r["beta"], r["tfr"]) for r in _rows(path)]
+
+
+def test_training_writes_logs_checkpoints_and_follows_the_schedules(shards, tmp_path):
+    params = parse(Params, TINY)
+    summary = train(params, shards, tmp_path / "models", tmp_path / "logs")
+    assert summary["epochs"] == 3 and summary["steps"] == 6
+    steps = _rows(tmp_path / "logs" / "steps.tsv")
+    assert [int(r["step"]) for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert [float(r["tfr"]) for r in steps[::2]] == [1.0, 0.5, 0.0]
+    assert [r["teacher_forced"] for r in steps[4:]] == ["0", "0"]  # tfr 0: never forced
+    epochs = _rows(tmp_path / "logs" / "epochs.tsv")
+    assert len(epochs) == 3 and all(float(r["val_psnr"]) > 0 for r in epochs)
+    best = load_checkpoint(tmp_path / "models" / "best.pt")
+    assert best["state"]["best_psnr"] == pytest.approx(max(float(r["val_psnr"]) for r in epochs),
+                                                       rel=1e-5)  # the log keeps 6 digits
+    assert load_checkpoint(tmp_path / "models" / "last.pt")["state"]["epoch"] == 3
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(shards, tmp_path):
+    full = parse(Params, TINY)
+    train(full, shards, tmp_path / "a" / "models", tmp_path / "a" / "logs")
+
+    # "Interrupted" after one epoch: same settings but one epoch, then the full run again.
+    first = dataclasses.replace(full, train=dataclasses.replace(full.train, epochs=1))
+    train(first, shards, tmp_path / "b" / "models", tmp_path / "b" / "logs")
+    with open(tmp_path / "b" / "logs" / "steps.tsv", "a") as f:
+        f.write("3\t1\t0.5")  # a torn row written after the checkpoint, as a kill leaves it
+    summary = train(full, shards, tmp_path / "b" / "models", tmp_path / "b" / "logs")
+
+    assert summary["steps"] == 6
+    assert _losses(tmp_path / "a" / "logs" / "steps.tsv") == \
+        _losses(tmp_path / "b" / "logs" / "steps.tsv")
+    a = load_checkpoint(tmp_path / "a" / "models" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "models" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_other_settings_start_over(shards, tmp_path, capsys):
+    params = parse(Params, TINY)
+    short = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=1))
+    train(short, shards, tmp_path / "models", tmp_path / "logs")
+    changed = dataclasses.replace(short, train=dataclasses.replace(short.train, lr=1e-4))
+    summary = train(changed, shards, tmp_path / "models", tmp_path / "logs")
+    assert "starting over" in capsys.readouterr().out
+    assert summary["steps"] == 2
+    assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 2
