@@ -114,8 +114,9 @@ def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> 
                          f"mse {result['mse']:.5f} kl {result['kl']:.3f} beta {beta:.2e} "
                          f"tfr {tfr:.2f} {seconds:.2f} s/step")
 
-        val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=params.eval.batch_size, device=device,
-                       seed=params.eval.seed, keep=0).summary()
+        # The lab protocol on the validation split, with the same prior samples every epoch.
+        val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
+                       device=device, seed=cfg.seed, keep=0).summary()
         logs.epoch({"epoch": epoch, "step": state["step"], **totals, "beta": beta, "tfr": tfr,
                     "val_psnr": val["psnr"], "val_ssim": val["ssim"],
                     "val_baseline_psnr": val["baseline_psnr"]})
