@@ -20,8 +20,33 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class BairConfig:
+    """The published BAIR tar (data.source: bair)."""
+
+    url: str = "http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar"
+    size: int = 32_274_964_480  # bytes
+    sha256: str = "c6f8d164ab2be07174ef597e3e070d7466f3142caddc467b6af119b9458cd9cd"  # "" skips
+    tar: str = "downloads/bair_robot_pushing_dataset_v0.tar"  # where it is, or will be, kept
+
+    def check(self):
+        _positive(self, "size", prefix="data.bair")
+        _require(self.sha256 == "" or len(self.sha256) == 64, "data.bair.sha256",
+                 "must be 64 hex digits, or empty to skip the check")
+
+
+@dataclass(frozen=True)
+class BairPngConfig:
+    """The course's PNG folders (data.source: bair-png)."""
+
+    root: str = "bair_png"  # holds train/, validate/, test/
+
+    def check(self):
+        pass
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["sim-push", "sample"] = "sim-push"
+    source: Literal["sim-push", "sample", "bair", "bair-png"] = "sim-push"
     seed: int = 0
     num_train: int = 384
     num_val: int = 32
@@ -30,6 +55,9 @@ class DataConfig:
     image_size: int = 64
     shard_size: int = 256  # sequences per shard file
     workers: int = 0  # generator processes; 0 = one per CPU core
+    skip_bad_records: bool = False  # count and skip corrupt TFRecords instead of stopping
+    bair: BairConfig = field(default_factory=BairConfig)
+    bair_png: BairPngConfig = field(default_factory=BairPngConfig)
 
     def check(self):
         _positive(self, "num_train", "num_val", "num_test", "seq_len", "shard_size")

@@ -33,9 +33,9 @@ def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> Non
     tfr_axis.plot(steps["step"], steps["tfr"], color="tab:orange")
     tfr_axis.set_ylabel("teacher forcing ratio", color="tab:orange")
     tfr_axis.set_ylim(-0.05, 1.05)
-    axes[4].plot(epochs["epoch"] + 1, epochs["val_psnr"], marker="o", label="model")
-    axes[4].plot(epochs["epoch"] + 1, epochs["val_baseline_psnr"], ls="--", label="copy last frame")
-    axes[4].set(title="validation PSNR (dB)", xlabel="epoch")
+    axes[4].plot(epochs["epoch"], epochs["val_psnr"], marker="o", label="model")
+    axes[4].plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", label="copy last frame")
+    axes[4].set(title="validation PSNR (dB)", xlabel="epoch (from 0)")
     axes[4].legend()
     fig.tight_layout()
     fig.savefig(out, dpi=90)
@@ -120,7 +120,7 @@ def summary_markdown(metrics: dict, train_metrics: dict) -> str:
         "",
         f"Training: {train_metrics['epochs']} epochs, {train_metrics['steps']} steps on "
         f"{train_metrics['device']}; best validation PSNR {train_metrics['best_val_psnr']:.2f} dB "
-        f"at epoch {train_metrics['best_epoch'] + 1} (the checkpoint evaluated).",
+        f"at epoch {train_metrics['best_epoch']} (from 0; the checkpoint evaluated).",
         "",
     ]
     return "\n".join(lines)

@@ -23,7 +23,8 @@ from cvae.evaluation import evaluate, to_model_frames
 from cvae.losses import sequence_loss
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
-from cvae.runtime import autocast, load_checkpoint, save_checkpoint, select_device, set_seed
+from cvae.runtime import (autocast, load_checkpoint, reuse_freed_memory, save_checkpoint,
+                           select_device, set_seed)
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
@@ -61,6 +62,7 @@ def build_model(params: Params, meta: dict) -> SVG:
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
     cfg = params.train
     device = select_device()
+    reuse_freed_memory()
     set_seed(cfg.seed)
     meta = read_meta(shards_dir)
     train_split, val_split = Split(shards_dir, "train"), Split(shards_dir, "val")

@@ -1,29 +1,32 @@
-"""Stage `download`: fill raw/ with the dataset that `data.source` names.
+"""Stage `download`: make the dataset that `data.source` names available in raw/.
 
-`--make-sample DIR` instead regenerates the small committed sample (data/) from the simulator.
+`--make-sample TAR` instead renders the small committed sample (data/bair-sample.tar): simulated
+sequences packed exactly like the published BAIR tar.
 """
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
-from cvae.data.raw import download, generate_sim_push
+from cvae.data.raw import download, make_sample
 from pipeline._cli import params
 
+SAMPLE_TAR = Path("data/bair-sample.tar")
 SAMPLE_COUNTS = {"train": 8, "val": 4, "test": 4}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("raw"))
-    parser.add_argument("--sample-dir", type=Path, default=Path("data/sim-push-sample"))
-    parser.add_argument("--make-sample", type=Path, metavar="DIR")
+    parser.add_argument("--sample", type=Path, default=SAMPLE_TAR, help="the committed sample")
+    parser.add_argument("--make-sample", type=Path, metavar="TAR", help="render a new sample")
     args = parser.parse_args()
     cfg = params().data
     if args.make_sample:
         sample_cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_000)  # unlike any default split
-        generate_sim_push(sample_cfg, SAMPLE_COUNTS, args.make_sample)
+        make_sample(sample_cfg, SAMPLE_COUNTS, args.make_sample)
     else:
-        download(cfg, args.out, args.sample_dir)
+        print(json.dumps(download(cfg, args.out, args.sample)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pandas as pd
 
 from cvae.data.shards import Split, read_meta
 from cvae.evaluation import evaluate
-from cvae.runtime import load_checkpoint, select_device
+from cvae.runtime import load_checkpoint, reuse_freed_memory, select_device
 from cvae.training import build_model
 from pipeline._cli import params
 
@@ -27,6 +27,7 @@ def main():
     p = params()
     cfg = p.eval
     device = select_device()
+    reuse_freed_memory()
     model = build_model(p, read_meta(args.shards)).to(device)
     model.load_state_dict(load_checkpoint(args.checkpoint, device)["model"])
     scores = evaluate(model, Split(args.shards, "test"), cfg.n_past, cfg.n_future, cfg.batch_size,

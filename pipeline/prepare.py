@@ -1,4 +1,4 @@
-"""Stage `prepare`: raw/ -> memory-mappable tensor shards + meta.json in shards/."""
+"""Stage `prepare`: the sequences raw/ points to -> memory-mappable tensor shards + meta.json."""
 import argparse
 import json
 from pathlib import Path
@@ -13,8 +13,8 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("shards"))
     args = parser.parse_args()
     cfg = params().data
-    meta = prepare(args.raw, args.out, cfg.shard_size, cfg.source)
-    print(json.dumps(meta["counts"]))
+    meta = prepare(args.raw, args.out, cfg.shard_size, cfg.seq_len, cfg.skip_bad_records)
+    print(json.dumps({"counts": meta["counts"], "bad_records": meta["bad_records"]}))
 
 
 if __name__ == "__main__":

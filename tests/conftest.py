@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from cvae.config import ModelConfig
-from cvae.data.raw import save_npz_atomic
+from cvae.data import bair
+from cvae.data.raw import MANIFEST
 
 
 @pytest.fixture(autouse=True)
@@ -16,18 +19,20 @@ def tiny_model_cfg():
     return ModelConfig(width=0.125, g_dim=16, z_dim=4, rnn_size=16)
 
 
-def write_random_raw(root, counts, seq_len=8, size=64, seed=0):
-    """A raw/ folder of random sequences, chunks of 3, in the download stage's format."""
+def random_sequences(count, seq_len=8, size=64, seed=0):
+    """`count` random (frames (T, H, W, 3) uint8, actions (T, 4), positions (T, 3)) tuples."""
     rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 256, (seq_len, size, size, 3), dtype=np.uint8),
+             rng.normal(size=(seq_len, 4)).astype(np.float32),
+             rng.normal(size=(seq_len, 3)).astype(np.float32)) for _ in range(count)]
+
+
+def write_random_raw(root, counts, seq_len=8, seed=0):
+    """A raw/ folder as the download stage leaves it for sim-push: a BAIR TFRecord tree plus
+    its manifest. Returns the sequences written, per split."""
     written = {}
-    for split, count in counts.items():
-        (root / split).mkdir(parents=True)
-        frames = rng.integers(0, 256, (count, seq_len, size, size, 3), dtype=np.uint8)
-        actions = rng.normal(size=(count, seq_len, 4)).astype(np.float32)
-        positions = rng.normal(size=(count, seq_len, 3)).astype(np.float32)
-        for k, start in enumerate(range(0, count, 3)):
-            part = slice(start, start + 3)
-            save_npz_atomic(root / split / f"chunk-{k:04d}.npz", frames=frames[part],
-                            actions=actions[part], positions=positions[part])
-        written[split] = (frames, actions, positions)
+    for k, (split, count) in enumerate(counts.items()):
+        written[split] = random_sequences(count, seq_len, seed=seed + k)
+        bair.write_tree(root, split, 0, written[split])
+    (root / MANIFEST).write_text(json.dumps({"format": "tfrecords", "path": "."}))
     return written

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.preset import merge
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = {
     "data": {"source": "sample"},
@@ -18,13 +20,6 @@ SMOKE = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) else value
-    return out
-
-
 def _run(stage, cwd, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", f"pipeline.{stage}", *args], cwd=cwd, env=env,
@@ -32,13 +27,13 @@ def _run(stage, cwd, *args):
 
 
 def _write_params(tmp_path, override):
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), override)
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), override)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def test_all_five_stages_on_the_committed_sample(tmp_path):
     _write_params(tmp_path, SMOKE)
-    stages = [("download", "--sample-dir", str(REPO / "data" / "sim-push-sample")),
+    stages = [("download", "--sample", str(REPO / "data" / "bair-sample.tar")),
               ("prepare",), ("train",), ("evaluate",), ("report",)]
     for stage, *args in stages:
         result = _run(stage, tmp_path, *args)
@@ -69,3 +64,16 @@ def test_a_bad_params_file_stops_a_stage_at_once(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_lab_preset_prints_checked_dvc_overrides(tmp_path):
+    _write_params(tmp_path, {})
+    result = _run("preset", tmp_path, "bair-lab")
+    assert result.returncode == 0, result.stderr
+    overrides = result.stdout.split()
+    assert overrides[::2] == ["-S"] * (len(overrides) // 2)
+    assert {"data.source=bair", "model.width=1.0", "train.n_future=10"} <= set(overrides[1::2])
+
+    _write_params(tmp_path, {"data": {"seq_len": 8}})  # too short for 2 + 10 frames
+    result = _run("preset", tmp_path, "bair-lab")
+    assert result.returncode != 0 and "train.n_future" in result.stderr

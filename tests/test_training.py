@@ -22,7 +22,7 @@ TINY = {
 @pytest.fixture
 def shards(tmp_path):
     write_random_raw(tmp_path / "raw", {"train": 4, "val": 2, "test": 2})
-    prepare(tmp_path / "raw", tmp_path / "shards", shard_size=3, source="test")
+    prepare(tmp_path / "raw", tmp_path / "shards", shard_size=3, seq_len=8)
     return tmp_path / "shards"
 
 

@@ -1,15 +1,25 @@
-"""The raw dataset: what the `download` stage writes and `prepare` reads.
+"""The `download` stage: make the sequences that `data.source` names available to `prepare`.
 
-`raw/<split>/chunk-NNNN.npz`, each holding a few sequences in BAIR's layout:
-  frames    (N, T, H, W, 3) uint8
-  actions   (N, T, 4) float32
-  positions (N, T, 3) float32
-  seeds     (N,) int64, the generator seed of each sequence
+Every source ends as `raw/source.json`, which says where the sequences are and in which format:
+  {"format": "tfrecords", "path": ...}    BAIR's TFRecord tree, as a tar or a folder
+  {"format": "png-folders", "path": ...}  the course's PNG layout
+plus what identifies the content (size, checksum, file listing), so that DVC re-runs `prepare`
+when the content changes. Paths are relative to raw/, so the file is the same on every machine.
+
+  sim-push  renders the set with pybullet into raw/ as a BAIR tree (one format for all sources)
+  sample    the committed tar data/bair-sample.tar (simulated sequences in BAIR's real format)
+  bair      the published tar, downloaded (resumably) to data.bair.tar and read in place
+  bair-png  the course's folders at data.bair_png.root, read in place
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import tarfile
+import tempfile
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -17,9 +27,12 @@ import numpy as np
 from tqdm import tqdm
 
 from cvae.config import DataConfig
+from cvae.data import bair, png_folders
+from cvae.data.http import fetch, file_sha256
 
 SPLITS = ("train", "val", "test")
-CHUNK = 8  # sequences per chunk file: small enough to keep both cores busy to the end
+CHUNK = 8  # sequences per generator task: small enough to keep every core busy to the end
+MANIFEST = "source.json"
 
 
 def sequence_seed(base_seed: int, split: str, index: int) -> int:
@@ -28,68 +41,110 @@ def sequence_seed(base_seed: int, split: str, index: int) -> int:
     return int(state[0])
 
 
-def download(cfg: DataConfig, out: Path, sample_dir: Path) -> None:
-    """Fill `out` with the raw dataset chosen by `cfg.source`."""
+def download(cfg: DataConfig, out: Path, sample_tar: Path) -> dict:
+    """Fill `out` with the source chosen by `cfg.source`; returns the manifest."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
-    if cfg.source == "sample":
-        copy_sample(sample_dir, out)
-    else:
-        counts = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
-        generate_sim_push(cfg, counts, out)
+    out.mkdir(parents=True)
+    if cfg.source == "sim-push":
+        generate_sim_push(cfg, {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}, out)
+        manifest = {"format": "tfrecords", "path": "."}
+    elif cfg.source == "sample":
+        manifest = tar_manifest(Path(sample_tar), out, sha256="")
+    elif cfg.source == "bair":
+        tar = fetch(cfg.bair.url, Path(cfg.bair.tar), cfg.bair.size, cfg.bair.sha256)
+        manifest = tar_manifest(tar, out, cfg.bair.sha256)  # fetch verified it
+    else:  # bair-png
+        root = Path(cfg.bair_png.root)
+        manifest = {"format": "png-folders", "path": os.path.relpath(root, out),
+                    **png_listing(root)}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
-def copy_sample(sample_dir: Path, out: Path) -> None:
+def tar_manifest(tar: Path, out: Path, sha256: str) -> dict:
+    if not tar.is_file():
+        raise FileNotFoundError(f"{tar} is missing")
+    return {"format": "tfrecords", "path": os.path.relpath(tar, out), "size": tar.stat().st_size,
+            "sha256": sha256 or file_sha256(tar)}
+
+
+def png_listing(root: Path) -> dict:
+    """Sequence counts and a digest of every file's name, size and mtime: checks the layout
+    up front and changes whenever a file does, without reading the images."""
+    digest, counts = hashlib.sha256(), {}
     for split in SPLITS:
-        chunks = sorted((Path(sample_dir) / split).glob("chunk-*.npz"))
-        if not chunks:
-            raise FileNotFoundError(f"the committed sample has no {sample_dir}/{split}/chunk-*.npz")
-        (out / split).mkdir(parents=True)
-        for chunk in chunks:
-            shutil.copy2(chunk, out / split / chunk.name)
+        dirs = png_folders.sequence_dirs(root, split)
+        counts[split] = len(dirs)
+        for folder in tqdm(dirs, desc=f"list {split}", unit="seq", leave=False):
+            for file in sorted(folder.iterdir()):
+                stat = file.stat()
+                digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"counts": counts, "listing_sha256": digest.hexdigest()}
+
+
+def read_sequences(raw_dir: Path, seq_len: int, skip_bad_records: bool = False,
+                   bad: Counter | None = None):
+    """Yield (split, (frames, actions, positions)) for every sequence the manifest points to."""
+    manifest_path = Path(raw_dir) / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} is missing: run the download stage first")
+    manifest = json.loads(manifest_path.read_text())
+    path = Path(raw_dir) / manifest["path"]
+    if manifest["format"] == "png-folders":
+        return png_folders.read_sequences(path, seq_len)
+    return bair.read_sequences(path, seq_len, skip_bad_records, bad)
 
 
 def generate_sim_push(cfg: DataConfig, counts: dict[str, int], out: Path) -> None:
-    """Render every split with pybullet, one chunk of sequences per task, on all cores."""
-    tasks = [
-        (split, start, min(CHUNK, count - start), cfg.seed, cfg.seq_len, cfg.image_size, out)
-        for split, count in counts.items()
-        for start in range(0, count, CHUNK)
-    ]
-    for split in counts:
-        (out / split).mkdir(parents=True, exist_ok=True)
+    """Render every split with pybullet on all cores, written as BAIR TFRecord files."""
+    tasks = [(split, start, min(CHUNK, count - start), cfg.seed, cfg.seq_len, cfg.image_size)
+             for split, count in counts.items() for start in range(0, count, CHUNK)]
     workers = cfg.workers or os.cpu_count() or 1
-    total = sum(counts.values())
-    with ProcessPoolExecutor(workers) as pool, tqdm(total=total, desc="sim-push", unit="seq") as bar:
-        for written in pool.map(_write_chunk, tasks):
-            bar.update(written)
+    pending = {split: [] for split in counts}  # sequences not yet in a file
+    files = Counter()
+
+    def flush(split: str) -> None:
+        bair.write_tree(out, split, files[split], pending[split])
+        files[split] += 1
+        pending[split] = []
+
+    with ProcessPoolExecutor(workers) as pool, \
+            tqdm(total=sum(counts.values()), desc="sim-push", unit="seq") as bar:
+        for (split, *_), sequences in zip(tasks, pool.map(_render_chunk, tasks)):
+            pending[split].extend(sequences)
+            bar.update(len(sequences))
+            if len(pending[split]) == bair.PER_FILE:
+                flush(split)
+    for split in counts:
+        if pending[split]:
+            flush(split)
 
 
-def _write_chunk(task) -> int:
+def _render_chunk(task) -> list:
     from cvae.data.sim_push import generate_sequence  # imported in the worker: pybullet is heavy
 
-    split, start, count, base_seed, seq_len, image_size, out = task
-    seeds = [sequence_seed(base_seed, split, start + i) for i in range(count)]
-    sequences = [generate_sequence(seed, seq_len, image_size) for seed in seeds]
-    arrays = {key: np.stack([s[key] for s in sequences]) for key in sequences[0]}
-    save_npz_atomic(out / split / f"chunk-{start // CHUNK:04d}.npz", seeds=np.array(seeds), **arrays)
-    return count
+    split, start, count, base_seed, seq_len, image_size = task
+    sequences = []
+    for i in range(count):
+        seq = generate_sequence(sequence_seed(base_seed, split, start + i), seq_len, image_size)
+        sequences.append((seq["frames"], seq["actions"], seq["positions"]))
+    return sequences
 
 
-def save_npz_atomic(path: Path, **arrays) -> None:
-    """Write then rename, so an interrupted run never leaves a truncated file under its name."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
+def make_sample(cfg: DataConfig, counts: dict[str, int], tar_path: Path) -> None:
+    """Render a few sequences and pack them as BAIR's tar (reproducible bytes: no dates, owners)."""
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        return info
 
-
-def read_split(raw_dir: Path, split: str):
-    """Yield (frames, actions, positions) chunk by chunk, in order."""
-    chunks = sorted((Path(raw_dir) / split).glob("chunk-*.npz"))
-    if not chunks:
-        raise FileNotFoundError(f"no raw chunks in {raw_dir}/{split}: run the download stage first")
-    for chunk in chunks:
-        with np.load(chunk) as data:
-            yield data["frames"], data["actions"], data["positions"]
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_sim_push(cfg, counts, Path(tmp))
+        tar_path = Path(tar_path)
+        tar_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_tar = tar_path.with_name(tar_path.name + ".tmp")
+        with tarfile.open(tmp_tar, "w") as tar:
+            for file in sorted(Path(tmp).glob(f"{bair.ROOT}/*/*.tfrecords")):
+                tar.add(file, arcname=file.relative_to(tmp).as_posix(), filter=normalise)
+        os.replace(tmp_tar, tar_path)

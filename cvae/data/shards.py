@@ -9,77 +9,103 @@ windows touches only the bytes it needs and nothing is decoded while training.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from cvae.data.raw import SPLITS, read_split
+from cvae.data.http import file_sha256
+from cvae.data.raw import MANIFEST, SPLITS, read_sequences
 
 CONDITION_NAMES = ["action_dx", "action_dy", "action_dz", "gripper", "ee_x", "ee_y", "ee_z"]
 
 
-def prepare(raw_dir: Path, out: Path, shard_size: int, source: str) -> dict:
-    """Convert `raw_dir` into shards in `out`. Writes to a temporary folder first, so an
-    interrupted run leaves no half-written shard folder behind."""
+def prepare(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
+            skip_bad_records: bool = False) -> dict:
+    """Convert the sequences that `raw_dir` points to into shards in `out`.
+
+    Writes to a temporary folder renamed at the end, and removes it on any error, so `out` is
+    either complete or untouched."""
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    splits = {split: _write_split(raw_dir, split, tmp / split, shard_size) for split in SPLITS}
-    mean, std = _condition_stats(tmp / "train")
-    meta = {
-        "source": source,
-        "counts": {split: info["count"] for split, info in splits.items()},
-        "frame_shape": splits["train"]["frame_shape"],
-        "condition_names": CONDITION_NAMES,
-        "condition_mean": mean.tolist(),
-        "condition_std": std.tolist(),
-        "shards": {split: info["files"] for split, info in splits.items()},
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        meta = _write_shards(raw_dir, tmp, shard_size, seq_len, skip_bad_records)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     return meta
 
 
-def _write_split(raw_dir: Path, split: str, out: Path, shard_size: int) -> dict:
-    out.mkdir(parents=True)
-    files, frames_buf, conds_buf, count, frame_shape = [], [], [], 0, None
+def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
+                  skip_bad_records: bool) -> dict:
+    writers = {split: ShardWriter(out / split, shard_size) for split in SPLITS}
+    bad = Counter()
+    sequences = read_sequences(raw_dir, seq_len, skip_bad_records, bad)
+    for split, (frames, actions, positions) in tqdm(sequences, desc="prepare", unit="seq"):
+        writers[split].add(frames, np.concatenate([actions, positions], axis=-1))
+    for split, writer in writers.items():
+        writer.close()
+        if writer.count == 0:
+            raise ValueError(f"{raw_dir}: the {split} split has no sequences")
+    mean, std = _condition_stats(out / "train")
+    meta = {
+        "source": json.loads((Path(raw_dir) / MANIFEST).read_text()),
+        "counts": {split: w.count for split, w in writers.items()},
+        "bad_records": {split: bad[split] for split in SPLITS},
+        "frame_shape": [seq_len, 3, *writers["train"].frame_size],
+        "condition_names": CONDITION_NAMES,
+        "condition_mean": mean.tolist(),
+        "condition_std": std.tolist(),
+        "shards": {split: w.files for split, w in writers.items()},
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if sum(bad.values()):
+        print(f"skipped {sum(bad.values())} bad records: {dict(bad)}")
+    return meta
 
-    def flush():
-        frames = np.concatenate(frames_buf)
-        conds = np.concatenate(conds_buf)
-        index = len(files)
+
+class ShardWriter:
+    """Collects one split's sequences and writes them `shard_size` at a time."""
+
+    def __init__(self, folder: Path, shard_size: int):
+        self.folder, self.shard_size = folder, shard_size
+        self.folder.mkdir(parents=True)
+        self.frames, self.conditions, self.files, self.count = [], [], [], 0
+        self.frame_size = None
+
+    def add(self, frames: np.ndarray, conditions: np.ndarray) -> None:
+        """frames (T, H, W, 3) uint8, conditions (T, 7)."""
+        self.frames.append(frames.transpose(0, 3, 1, 2))  # channels first, as torch wants
+        self.conditions.append(conditions.astype(np.float32))
+        self.frame_size = list(frames.shape[1:3])
+        self.count += 1
+        if len(self.frames) == self.shard_size:
+            self._flush()
+
+    def close(self) -> None:
+        if self.frames:
+            self._flush()
+
+    def _flush(self) -> None:
+        index = len(self.files)
         names = (f"frames-{index:05d}.npy", f"conditions-{index:05d}.npy")
-        np.save(out / names[0], frames)
-        np.save(out / names[1], conds)
-        files.append({
-            "frames": names[0], "conditions": names[1], "count": len(frames),
-            "sha256": {name: _sha256(out / name) for name in names},
+        np.save(self.folder / names[0], np.stack(self.frames))
+        np.save(self.folder / names[1], np.stack(self.conditions))
+        self.files.append({
+            "frames": names[0], "conditions": names[1], "count": len(self.frames),
+            "sha256": {name: file_sha256(self.folder / name) for name in names},
         })
-        frames_buf.clear()
-        conds_buf.clear()
-
-    for frames, actions, positions in tqdm(read_split(raw_dir, split), desc=f"prepare {split}"):
-        frames = np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3))  # (N, T, 3, H, W)
-        conds = np.concatenate([actions, positions], axis=-1).astype(np.float32)  # (N, T, 7)
-        frame_shape = list(frames.shape[1:])
-        for i in range(len(frames)):  # sequence by sequence, so shards have exact sizes
-            frames_buf.append(frames[i : i + 1])
-            conds_buf.append(conds[i : i + 1])
-            count += 1
-            if len(frames_buf) == shard_size:
-                flush()
-    if frames_buf:
-        flush()
-    return {"count": count, "files": files, "frame_shape": frame_shape}
+        self.frames, self.conditions = [], []
 
 
 def _condition_stats(train_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +114,6 @@ def _condition_stats(train_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     conds = np.concatenate([np.load(p).reshape(-1, 7) for p in sorted(train_dir.glob("conditions-*"))])
     mean, std = conds.mean(0, dtype=np.float64), conds.std(0, dtype=np.float64)
     return mean, np.where(std > 1e-8, std, 1.0)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_meta(shards_dir: Path) -> dict:

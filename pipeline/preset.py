@@ -1,0 +1,49 @@
+"""Print a preset (presets/<name>.yaml) as `dvc exp run` overrides: `-S key=value ...`.
+
+    dvc exp run -n bair-lab $(python -m pipeline.preset bair-lab)
+
+The preset is merged over params.yaml and checked first, so a bad one fails here, not mid-run.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from cvae.config import ConfigError, Params, parse
+
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    parser.add_argument("name", choices=names)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    preset = yaml.safe_load((PRESETS / f"{args.name}.yaml").read_text())
+    try:
+        parse(Params, merge(yaml.safe_load(args.params.read_text()), preset))
+    except ConfigError as error:
+        sys.exit(f"presets/{args.name}.yaml: {error}")
+    print(" ".join(f"-S {key}={value}" for key, value in flatten(preset).items()))
+
+
+if __name__ == "__main__":
+    main()
