@@ -74,10 +74,16 @@ class ModelConfig:
     predictor_layers: int = 2
     posterior_layers: int = 1
     last_frame_skip: bool = False  # skips from the last input frame, not the last conditioning one
+    prior: Literal["fixed", "learned"] = "fixed"  # N(0, I) (SVG-FP) | an LSTM on h_{t-1} (SVG-LP)
+    prior_layers: int = 1
+    # concat: the condition joins the predictor's input | condconv: it scales and shifts every
+    # encoder and decoder channel (conditional convolution, Choi et al. 2019)
+    conditioning: Literal["concat", "condconv"] = "concat"
 
     def check(self):
         _require(0 < self.width <= 4, "model.width", "must be in (0, 4]")
-        _positive(self, "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers")
+        _positive(self, "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers",
+                  "prior_layers")
 
 
 @dataclass(frozen=True)
@@ -138,12 +144,13 @@ class TrainConfig:
 class EvalConfig:
     n_past: int = 2
     n_future: int = 10
-    batch_size: int = 32
+    batch_size: int = 32  # sequences per batch; each runs `num_samples` rollouts
     seed: int = 0  # seed of the prior samples
-    samples: int = 4  # test sequences whose predictions are saved for the report
+    num_samples: int = 3  # prior samples per test sequence, drawn as one batch (SVG: 100)
+    keep: int = 4  # test sequences whose predictions are saved for the report
 
     def check(self):
-        _positive(self, "n_past", "n_future", "batch_size", "samples", prefix="eval")
+        _positive(self, "n_past", "n_future", "batch_size", "num_samples", "keep", prefix="eval")
 
 
 @dataclass(frozen=True)
@@ -170,8 +177,8 @@ class Params:
             cfg = getattr(self, section)
             _require(cfg.n_past + cfg.n_future <= window, f"{section}.n_future",
                      f"n_past + n_future must fit in data.seq_len ({window})")
-        _require(self.report.sequence < self.eval.samples, "report.sequence",
-                 f"must be < eval.samples ({self.eval.samples}), the sequences evaluate saves")
+        _require(self.report.sequence < self.eval.keep, "report.sequence",
+                 f"must be < eval.keep ({self.eval.keep}), the sequences evaluate saves")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

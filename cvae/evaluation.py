@@ -1,6 +1,19 @@
-"""The lab protocol: from `n_past` true frames, predict `n_future` frames with the model fed only
-its own predictions (teacher forcing off, z from the prior), and score them per image beside the
-copy-last-frame baseline on the same sequences."""
+"""The evaluation protocol: from `n_past` true frames, predict `n_future` frames with the model fed
+only its own predictions (teacher forcing off) and z drawn from the prior, and score them per
+image beside the copy-last-frame baseline on the same sequences.
+
+Stochastic models are scored as SVG does: N prior samples per sequence (drawn as one batch, N
+copies of every sequence), reported as the mean over samples and as the best sample (the one
+with the highest SSIM averaged over the predicted frames). The posterior reconstruction (z
+inferred from the true future, still no teacher forcing) is an upper reference.
+
+Every score is kept per sequence and predicted frame, (sequences, n_future):
+  psnr, ssim                  mean over the N samples, PSNR per image (DESIGN.md section 2)
+  psnr_best, ssim_best        the best sample by SSIM
+  psnr_finn, psnr_finn_best   SVG's PSNR: per colour channel, then averaged over channels
+  posterior_psnr, posterior_ssim
+  baseline_psnr, baseline_ssim
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +22,7 @@ import numpy as np
 import torch
 
 from cvae.data.shards import Split
-from cvae.metrics import psnr, ssim
+from cvae.metrics import psnr, psnr_per_channel, ssim
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
 from cvae.runtime import autocast
@@ -17,23 +30,15 @@ from cvae.runtime import autocast
 
 @dataclass
 class Scores:
-    """Per-image scores of the predicted frames, each (sequences, n_future)."""
-
-    psnr: np.ndarray
-    ssim: np.ndarray
-    baseline_psnr: np.ndarray
-    baseline_ssim: np.ndarray
-    truth: np.ndarray  # (k, n_past + n_future, C, H, W) uint8: the first k sequences
-    prediction: np.ndarray  # (k, n_future, C, H, W) uint8
+    scores: dict[str, np.ndarray]  # name -> (sequences, n_future)
+    saved: dict[str, np.ndarray]  # uint8 frames of the first sequences, for the report
 
     def summary(self) -> dict:
-        return {
-            "psnr": float(self.psnr.mean()),
-            "ssim": float(self.ssim.mean()),
-            "baseline_psnr": float(self.baseline_psnr.mean()),
-            "baseline_ssim": float(self.baseline_ssim.mean()),
-            "sequences": int(self.psnr.shape[0]),
-        }
+        return {**{name: float(v.mean()) for name, v in self.scores.items()},
+                "sequences": int(next(iter(self.scores.values())).shape[0])}
+
+    def per_frame(self) -> dict:
+        return {name: v.mean(0) for name, v in self.scores.items()}
 
 
 def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -41,38 +46,98 @@ def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
     return frames.to(device, non_blocking=True).transpose(0, 1).float().div_(255)
 
 
+def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    return (frames.clamp(0, 1) * 255).round().byte().cpu()
+
+
+@torch.no_grad()
+def sample_prior(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int,
+                 noise: torch.Tensor) -> torch.Tensor:
+    """N prior samples of every sequence in one batched rollout.
+
+    frames (T, B, C, H, W), conds (T, B, c), noise (N, T-1, B, z) -> predictions of frames
+    1..T-1, (N, T-1, B, C, H, W). Sample k is exactly `rollout(..., noise=noise[k])` (in eval
+    mode batch norm uses running statistics, so the copies do not interact)."""
+    N, T, B = noise.shape[0], frames.shape[0], frames.shape[1]
+
+    def tile(x):  # (T, B, ...) -> (T, N*B, ...), sample-major
+        return x.unsqueeze(1).expand(x.shape[0], N, *x.shape[1:]).flatten(1, 2)
+
+    flat_noise = noise.transpose(0, 1).flatten(1, 2)  # (T-1, N*B, z)
+    with autocast(frames.device):
+        out = rollout(model, tile(frames[:n_past]), tile(conds), n_past, teacher_forcing=False,
+                      sample_prior=True, noise=flat_noise)
+    return out.frames.float().unflatten(1, (N, B)).transpose(0, 1)
+
+
+def prior_noise(seed: int, indices, samples: int, steps: int, z_dim: int) -> torch.Tensor:
+    """The standard normal draws behind the prior samples, (N, steps, B, z). Each sequence has
+    its own generator, seeded by (seed, its index), so the samples are the same every run and
+    however the sequences are batched."""
+    draws = []
+    for index in indices:
+        state = np.random.SeedSequence([seed, int(index)]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        draws.append(torch.randn(samples, steps, z_dim, generator=generator))
+    return torch.stack(draws, dim=2)
+
+
 @torch.no_grad()
 def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: int,
-             device: torch.device, seed: int, keep: int = 4) -> Scores:
-    """Score the first `n_past + n_future` frames of every sequence of `split`."""
+             device: torch.device, seed: int, samples: int = 1, posterior: bool = True,
+             keep: int = 4) -> Scores:
+    """Score the first `n_past + n_future` frames of every sequence of `split`, `samples` prior
+    draws each. `batch_size` counts sequences; a batch runs `batch_size * samples` rollouts."""
     was_training = model.training
     model.eval()
     length = n_past + n_future
-    scores = {key: [] for key in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")}
-    kept_truth, kept_pred = [], []
-    # Own RNG stream: the same prior samples every time, and training's stream untouched.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(split), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(split)))
-            frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
-            frames = to_model_frames(frames_u8, device)  # (T, B, C, H, W)
+    scores: dict[str, list] = {}
+    saved: dict[str, list] = {}
+    for start in range(0, len(split), batch_size):
+        indices = np.arange(start, min(start + batch_size, len(split)))
+        frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
+        frames = to_model_frames(frames_u8, device)  # (T, B, C, H, W)
+        conds = conds.transpose(0, 1).to(device)
+        B = len(indices)
+        # One more draw than samples: the last is the posterior's.
+        noise = prior_noise(seed, indices, samples + 1, length - 1, model.cfg.z_dim).to(device)
+        preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
+        preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
+        truth = frames[n_past:]
+        batch, best = _score_samples(preds, truth)
+        last = frames[n_past - 1].expand_as(truth)
+        batch["baseline_psnr"], batch["baseline_ssim"] = psnr(last, truth), ssim(last, truth)
+        if posterior:
             with autocast(device):
-                out = rollout(model, frames, conds.transpose(0, 1).to(device), n_past,
-                              teacher_forcing=False, sample_prior=True)
-            pred = out.frames[n_past - 1 :].float().clamp(0, 1)  # (n_future, B, C, H, W)
-            truth = frames[n_past:]
-            last = frames[n_past - 1].expand_as(truth)
-            scores["psnr"].append(psnr(pred, truth).T)  # (B, n_future)
-            scores["ssim"].append(ssim(pred, truth).T)
-            scores["baseline_psnr"].append(psnr(last, truth).T)
-            scores["baseline_ssim"].append(ssim(last, truth).T)
-            if sum(map(len, kept_truth)) < keep:
-                kept_truth.append(frames_u8)
-                kept_pred.append((pred.transpose(0, 1) * 255).round().byte().cpu())
+                post = rollout(model, frames, conds, n_past, teacher_forcing=False,
+                               noise=noise[samples]).frames
+            post = post[n_past - 1:].float().clamp(0, 1)
+            batch["posterior_psnr"], batch["posterior_ssim"] = psnr(post, truth), ssim(post, truth)
+        for name, value in batch.items():
+            scores.setdefault(name, []).append(value.T.cpu())  # (B, n_future)
+        if start < keep:
+            views = {"truth": frames_u8,
+                     "best": _to_uint8(preds[best, :, torch.arange(B)]),  # (B, n_future, ...)
+                     "samples": _to_uint8(preds[: min(2, samples)].permute(2, 0, 1, 3, 4, 5))}
+            if posterior:
+                views["posterior"] = _to_uint8(post.transpose(0, 1))
+            for name, value in views.items():
+                saved.setdefault(name, []).append(value)
     model.train(was_training)
-    arrays = {key: torch.cat(values).cpu().numpy() for key, values in scores.items()}
-    if not kept_truth:  # keep=0: nothing saved, but the arrays keep their meaning
-        kept_truth, kept_pred = [frames_u8[:0]], [frames_u8[:0, n_past:]]
-    return Scores(**arrays, truth=torch.cat(kept_truth)[:keep].numpy(),
-                  prediction=torch.cat(kept_pred)[:keep].numpy())
+    return Scores({name: torch.cat(v).numpy() for name, v in scores.items()},
+                  {name: torch.cat(v)[:keep].numpy() for name, v in saved.items()})
+
+
+def _score_samples(preds: torch.Tensor, truth: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Mean-of-N and best-of-N (by SSIM over the frames) scores, each (n_future, B), and the
+    index of each sequence's best sample."""
+    truth = truth.expand_as(preds)
+    by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
+                 "psnr_finn": psnr_per_channel(preds, truth)}  # each (N, n_future, B)
+    best = by_sample["ssim"].mean(1).argmax(0)  # (B,): the best sample of each sequence
+    columns = torch.arange(best.shape[0], device=best.device)
+    out = {}
+    for name, value in by_sample.items():
+        out[name] = value.mean(0)
+        out[f"{name}_best"] = value[best, :, columns].T  # (n_future, B)
+    return out, best

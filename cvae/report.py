@@ -44,10 +44,14 @@ def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> Non
 
 def per_frame_plot(per_frame: pd.DataFrame, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(per_frame["frame"], per_frame["psnr"], marker="o", label="model")
-    ax.plot(per_frame["frame"], per_frame["baseline_psnr"], marker="s", ls="--",
-            label="copy last frame")
-    ax.set(xlabel="frame index", ylabel="PSNR (dB), mean over test sequences",
+    lines = [("psnr", "model, mean of samples", "o", "-"),
+             ("psnr_best", "model, best sample (by SSIM)", "^", "-"),
+             ("posterior_psnr", "posterior (upper reference)", "v", ":"),
+             ("baseline_psnr", "copy last frame", "s", "--")]
+    for column, label, marker, style in lines:
+        if column in per_frame:
+            ax.plot(per_frame["frame"], per_frame[column], marker=marker, ls=style, label=label)
+    ax.set(xlabel="frame index", ylabel="PSNR per image (dB), mean over test sequences",
            title="Test PSNR per predicted frame")
     ax.legend()
     fig.tight_layout()
@@ -64,59 +68,78 @@ def _tile(frame: np.ndarray, border) -> Image.Image:
     return framed
 
 
-def _sequence_tiles(truth: np.ndarray, prediction: np.ndarray, n_past: int):
-    """Per time step: (ground-truth tile, prediction tile); conditioning frames are shown as is."""
-    tiles = []
-    for t in range(len(truth)):
-        shown = truth[t] if t < n_past else prediction[t - n_past]
-        border = CONDITIONING if t < n_past else PREDICTED
-        tiles.append((_tile(truth[t], CONDITIONING), _tile(shown, border)))
-    return tiles
+def _views(saved: dict, sequence: int) -> list[tuple[str, np.ndarray | None]]:
+    """(label, predicted frames (n_future, C, H, W)) of what evaluate saved, in display order."""
+    views = [("truth", None)]
+    if "posterior" in saved:
+        views.append(("posterior", saved["posterior"][sequence]))
+    views.append(("best sample", saved["best"][sequence]))
+    for k, frames in enumerate(saved["samples"][sequence]):
+        views.append((f"sample {k + 1}", frames))
+    return views
 
 
-def prediction_gif(truth: np.ndarray, prediction: np.ndarray, n_past: int, fps: int,
-                   out: Path) -> None:
-    """Ground truth | prediction, side by side, one GIF frame per time step."""
+def _tiles_at(t: int, truth: np.ndarray, views, n_past: int) -> list[Image.Image]:
+    """One tile per view at time t; before `n_past` every view shows the conditioning frame."""
+    if t < n_past:
+        return [_tile(truth[t], CONDITIONING) for _ in views]
+    return [_tile(truth[t] if frames is None else frames[t - n_past],
+                  CONDITIONING if frames is None else PREDICTED) for _, frames in views]
+
+
+def prediction_gif(truth: np.ndarray, views, n_past: int, fps: int, out: Path) -> None:
+    """Ground truth and every predictor side by side, one GIF frame per time step."""
     frames = []
-    for t, (left, right) in enumerate(_sequence_tiles(truth, prediction, n_past)):
-        canvas = Image.new("RGB", (left.width * 2 + 6, left.height + 16), "white")
-        canvas.paste(left, (0, 16))
-        canvas.paste(right, (left.width + 6, 16))
+    for t in range(len(truth)):
+        tiles = _tiles_at(t, truth, views, n_past)
+        w, h = tiles[0].size
+        canvas = Image.new("RGB", (len(tiles) * (w + 6), h + 28), "white")
         draw = ImageDraw.Draw(canvas)
-        draw.text((2, 2), f"truth  t={t}", fill="black")
-        draw.text((left.width + 8, 2), "conditioning" if t < n_past else "predicted", fill="black")
+        draw.text((2, 2), f"t={t} " + ("conditioning" if t < n_past else "predicted"), fill="black")
+        for k, ((label, _), tile) in enumerate(zip(views, tiles)):
+            draw.text((k * (w + 6) + 2, 14), label, fill="black")
+            canvas.paste(tile, (k * (w + 6), 28))
         frames.append(canvas)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
 
 
-def prediction_grid(truth: np.ndarray, prediction: np.ndarray, n_past: int, out: Path) -> None:
-    """A PNG: ground truth on the top row, the prediction at every time step under it."""
-    tiles = _sequence_tiles(truth, prediction, n_past)
-    w, h = tiles[0][0].size
-    grid = Image.new("RGB", (len(tiles) * w, 2 * h + 14), "white")
+def prediction_grid(truth: np.ndarray, views, n_past: int, out: Path) -> None:
+    """A PNG: one row per view (ground truth on top), one column per time step."""
+    columns = [_tiles_at(t, truth, views, n_past) for t in range(len(truth))]
+    w, h = columns[0][0].size
+    label_w = 80
+    grid = Image.new("RGB", (label_w + len(columns) * w, len(views) * h + 14), "white")
     draw = ImageDraw.Draw(grid)
-    for t, (top, bottom) in enumerate(tiles):
-        draw.text((t * w + 2, 1), f"t={t}", fill="black")
-        grid.paste(top, (t * w, 14))
-        grid.paste(bottom, (t * w, 14 + h))
+    for row, (label, _) in enumerate(views):
+        draw.text((2, 14 + row * h + h // 2), label, fill="black")
+    for t, tiles in enumerate(columns):
+        draw.text((label_w + t * w + 2, 1), f"t={t}", fill="black")
+        for row, tile in enumerate(tiles):
+            grid.paste(tile, (label_w + t * w, 14 + row * h))
     grid.save(out)
 
 
 def summary_markdown(metrics: dict, train_metrics: dict) -> str:
+    n, model_name = metrics["num_samples"], metrics["model"]
     rows = [
-        ("model (SVG, fixed prior)", metrics["psnr"], metrics["ssim"]),
-        ("copy last frame", metrics["baseline_psnr"], metrics["baseline_ssim"]),
+        (f"{model_name}, mean of {n} samples", "psnr", "psnr_finn", "ssim"),
+        (f"{model_name}, best of {n} (by SSIM)", "psnr_best", "psnr_finn_best", "ssim_best"),
+        (f"{model_name}, posterior (upper reference)", "posterior_psnr", None, "posterior_ssim"),
+        ("copy last frame", "baseline_psnr", None, "baseline_ssim"),
     ]
+    cell = lambda key, fmt: format(metrics[key], fmt) if key in metrics else "–"  # noqa: E731
     lines = [
         "# Test results",
         "",
         f"{metrics['sequences']} test sequences, {metrics['n_past']} conditioning frames, "
-        f"{metrics['n_future']} predicted; PSNR per image then averaged (dB); SSIM 11x11 "
+        f"{metrics['n_future']} predicted, {n} prior samples each. PSNR per image then averaged "
+        "(dB); SVG's PSNR averages it per colour channel (higher by construction); SSIM 11x11 "
         "Gaussian window, sigma 1.5.",
         "",
-        "| predictor | PSNR | SSIM |",
-        "|---|---|---|",
-        *[f"| {name} | {p:.2f} | {s:.4f} |" for name, p, s in rows],
+        "| predictor | PSNR | PSNR (SVG, per channel) | SSIM |",
+        "|---|---|---|---|",
+        *[f"| {name} | {cell(p, '.2f')} | {cell(f, '.2f') if f else '–'} | {cell(s, '.4f')} |"
+          for name, p, f, s in rows if p in metrics],
         "",
         f"Training: {train_metrics['epochs']} epochs, {train_metrics['steps']} steps on "
         f"{train_metrics['device']}; best validation PSNR {train_metrics['best_val_psnr']:.2f} dB "
@@ -134,13 +157,15 @@ def write_report(train_logs: Path, eval_logs: Path, samples_path: Path, metrics_
     training_curves(steps, epochs, out / "training_curves.png")
     per_frame_plot(pd.read_csv(eval_logs / "per_frame.tsv", sep="\t"), out / "per_frame_psnr.png")
 
-    with np.load(samples_path) as samples:
-        truth, prediction, n_past = samples["truth"], samples["prediction"], int(samples["n_past"])
+    with np.load(samples_path) as npz:
+        saved = dict(npz)
+    n_past, truth = int(saved.pop("n_past")), saved["truth"]
     if sequence >= len(truth):
         raise ValueError(f"report.sequence: {sequence} is not among the {len(truth)} test "
-                         "sequences the evaluate stage saved (eval.samples)")
-    prediction_gif(truth[sequence], prediction[sequence], n_past, fps, out / "prediction.gif")
-    prediction_grid(truth[sequence], prediction[sequence], n_past, out / "prediction_grid.png")
+                         "sequences the evaluate stage saved (eval.keep)")
+    views = _views(saved, sequence)
+    prediction_gif(truth[sequence], views, n_past, fps, out / "prediction.gif")
+    prediction_grid(truth[sequence], views, n_past, out / "prediction_grid.png")
 
     metrics = json.loads((metrics_dir / "eval.json").read_text())
     train_metrics = json.loads((metrics_dir / "train.json").read_text())

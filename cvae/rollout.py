@@ -3,7 +3,13 @@
 At step t the predictor gets the encoding of the previous frame, a latent z_t and the condition
 c_{t-1} (the action that leads from frame t-1 to frame t, and the end effector at t-1). The
 previous frame is the ground truth for the `n_past` conditioning frames, and afterwards the
-ground truth under teacher forcing or the model's own prediction without it.
+ground truth under teacher forcing or the model's own prediction without it. (With `condconv`
+the condition steers the encoder and decoder instead: frame t is encoded with c_t, and decoded
+with c_{t-1}.)
+
+z_t comes from the posterior on the true frame t during training, and from the prior when
+sampling: N(0, I) for SVG-FP, or the learned prior LSTM on the previous frame's encoding for
+SVG-LP, which runs at every step so that its state follows the sequence.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cvae.models.svg import SVG
+from cvae.models.svg import SVG, reparameterize
 
 
 @dataclass
@@ -19,32 +25,40 @@ class Rollout:
     frames: torch.Tensor  # (T-1, B, C, H, W): predictions of frames 1..T-1
     mu: torch.Tensor  # (T-1, B, z): posterior means (from the prior steps too, unused there)
     logvar: torch.Tensor  # (T-1, B, z)
+    prior_mu: torch.Tensor  # (T-1, B, z): zeros for the fixed prior
+    prior_logvar: torch.Tensor  # (T-1, B, z)
 
 
 def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, *,
-            teacher_forcing: bool, sample_prior: bool = False) -> Rollout:
+            teacher_forcing: bool, sample_prior: bool = False,
+            noise: torch.Tensor | None = None) -> Rollout:
     """Predict frames 1..T-1 of `frames` (T, B, C, H, W) given conditions `conds` (T, B, c).
 
-    Training draws z_t from the posterior on the true frame t. With `sample_prior` (evaluation),
-    z_t comes from N(0, I) after the conditioning frames, and only `frames[:n_past]` is read.
+    With `sample_prior` (evaluation), z_t comes from the prior after the conditioning frames,
+    and only `frames[:n_past]` is read. `noise` (T-1, B, z), if given, is the standard normal
+    draw behind every z_t, so that callers can reproduce samples exactly.
     """
     T, B = conds.shape[:2]
     observed = frames[: T if not sample_prior else n_past]
-    h_true, skips_true = _encode(model, observed)  # (t, B, g), skips (t, B, C, H, W)
+    h_true, skips_true = _encode(model, observed, conds[: len(observed)])
     predictor_state = model.predictor.init_hidden(B)
     posterior_state = model.posterior.init_hidden(B)
+    prior_state = model.prior.init_hidden(B) if model.prior is not None else None
     h_in, skips = h_true[0], [s[0] for s in skips_true]  # what the next step is fed
-    outputs, deferred, mus, logvars = [], [], [], []
+    outputs, deferred, stats = [], [], []
     for t in range(1, T):
-        if sample_prior and t >= n_past:
-            z = torch.randn(B, model.cfg.z_dim, device=conds.device, dtype=h_in.dtype)
-            mu = logvar = torch.zeros_like(z)
+        eps = noise[t - 1] if noise is not None else None
+        if model.prior is not None:
+            mu_p, logvar_p, prior_state = model.prior.distribution(h_in, prior_state)
         else:
-            z, mu, logvar, posterior_state = model.posterior(h_true[t], posterior_state)
-        h_pred, predictor_state = model.predictor(torch.cat([h_in, z, conds[t - 1]], 1),
-                                                  predictor_state)
-        mus.append(mu)
-        logvars.append(logvar)
+            mu_p = logvar_p = h_in.new_zeros(B, model.cfg.z_dim)
+        if sample_prior and t >= n_past:
+            z, mu, logvar = reparameterize(mu_p, logvar_p, eps), mu_p, logvar_p
+        else:
+            z, mu, logvar, posterior_state = model.posterior(h_true[t], posterior_state, eps)
+        stats.append((mu, logvar, mu_p, logvar_p))
+        h_pred, predictor_state = model.predictor(
+            model.predictor_input(h_in, z, conds[t - 1]), predictor_state)
         if t < n_past or (teacher_forcing and not sample_prior):
             # The next input is the true frame t, known already: decoding can wait and run
             # batched at the end.
@@ -54,29 +68,31 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
                 if model.cfg.last_frame_skip or t < n_past:
                     skips = [s[t] for s in skips_true]
         else:
-            x_hat = model.decoder(h_pred, skips)
+            x_hat = model.decode(h_pred, skips, conds[t - 1])
             outputs.append((t, x_hat))
-            h_in, new_skips = model.encoder(x_hat)
+            h_in, new_skips = model.encode(x_hat, conds[t])
             if model.cfg.last_frame_skip:
                 skips = new_skips
-    outputs += _decode_deferred(model, deferred)
+    outputs += _decode_deferred(model, deferred, conds)
     predictions = torch.stack([x for _, x in sorted(outputs, key=lambda item: item[0])])
-    return Rollout(predictions, torch.stack(mus), torch.stack(logvars))
+    mu, logvar, prior_mu, prior_logvar = (torch.stack(s) for s in zip(*stats))
+    return Rollout(predictions, mu, logvar, prior_mu, prior_logvar)
 
 
-def _encode(model: SVG, frames: torch.Tensor):
+def _encode(model: SVG, frames: torch.Tensor, conds: torch.Tensor):
     """Encode all frames in one batched call: (T, B, C, H, W) -> (T, B, g), skips (T, B, ...)."""
     T, B = frames.shape[:2]
-    h, skips = model.encoder(frames.flatten(0, 1))  # (T*B, g)
+    h, skips = model.encode(frames.flatten(0, 1), conds.flatten(0, 1))  # (T*B, g)
     return h.view(T, B, -1), [s.view(T, B, *s.shape[1:]) for s in skips]
 
 
-def _decode_deferred(model: SVG, deferred) -> list:
+def _decode_deferred(model: SVG, deferred, conds: torch.Tensor) -> list:
     """Decode the steps whose inputs were ground truth in one batched call."""
     if not deferred:
         return []
     steps = [t for t, _, _ in deferred]
     h = torch.cat([h for _, h, _ in deferred])  # (n*B, g)
     skips = [torch.cat(level) for level in zip(*[s for _, _, s in deferred])]  # (n*B, C, H, W)
-    frames = model.decoder(h, skips).unflatten(0, (len(steps), -1))  # (n, B, C, H, W)
+    cond = torch.cat([conds[t - 1] for t in steps])  # frame t is decoded with c_{t-1}
+    frames = model.decode(h, skips, cond).unflatten(0, (len(steps), -1))  # (n, B, C, H, W)
     return list(zip(steps, frames))

@@ -37,8 +37,9 @@ def train_step(model, optimizer, frames, conds, *, n_past, beta, teacher_forcing
     """One optimiser step on a batch: frames (T, B, C, H, W) in [0, 1], conds (T, B, c)."""
     with autocast(device):
         out = rollout(model, frames, conds, n_past, teacher_forcing=teacher_forcing)
+    prior = (out.prior_mu.float(), out.prior_logvar.float()) if model.prior is not None else ()
     loss, mse, kl = sequence_loss(out.frames.float(), frames[1:], out.mu.float(),
-                                  out.logvar.float(), beta)
+                                  out.logvar.float(), beta, *prior)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -118,7 +119,8 @@ def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> 
 
         # The lab protocol on the validation split, with the same prior samples every epoch.
         val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
-                       device=device, seed=cfg.seed, keep=0).summary()
+                       device=device, seed=cfg.seed, samples=1, posterior=False,
+                       keep=0).summary()
         logs.epoch({"epoch": epoch, "step": state["step"], **totals, "beta": beta, "tfr": tfr,
                     "val_psnr": val["psnr"], "val_ssim": val["ssim"],
                     "val_baseline_psnr": val["baseline_psnr"]})

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: the lab protocol on the test split with the best checkpoint.
+"""Stage `evaluate`: the test protocol on the test split with the best checkpoint.
 
 Writes metrics/eval.json, logs/eval/per_frame.tsv and eval/samples.npz (for the report).
 """
@@ -31,22 +31,20 @@ def main():
     model = build_model(p, read_meta(args.shards)).to(device)
     model.load_state_dict(load_checkpoint(args.checkpoint, device)["model"])
     scores = evaluate(model, Split(args.shards, "test"), cfg.n_past, cfg.n_future, cfg.batch_size,
-                      device, cfg.seed, keep=cfg.samples)
+                      device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep)
 
-    metrics = {**scores.summary(), "n_past": cfg.n_past, "n_future": cfg.n_future}
-    per_frame = pd.DataFrame({
-        "frame": np.arange(cfg.n_past, cfg.n_past + cfg.n_future),
-        "psnr": scores.psnr.mean(0), "baseline_psnr": scores.baseline_psnr.mean(0),
-        "ssim": scores.ssim.mean(0), "baseline_ssim": scores.baseline_ssim.mean(0),
-    })
+    metrics = {**scores.summary(), "n_past": cfg.n_past, "n_future": cfg.n_future,
+               "num_samples": cfg.num_samples, "model": model.name}
+    per_frame = pd.DataFrame({"frame": np.arange(cfg.n_past, cfg.n_past + cfg.n_future),
+                              **scores.per_frame()})
     for path in (args.metrics, args.per_frame, args.samples):
         path.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
     per_frame.to_csv(args.per_frame, sep="\t", index=False, float_format="%.4f")
-    np.savez_compressed(args.samples, truth=scores.truth, prediction=scores.prediction,
-                        n_past=cfg.n_past)
-    print(f"test PSNR {metrics['psnr']:.2f} dB, copy-last-frame {metrics['baseline_psnr']:.2f} dB;"
-          f" SSIM {metrics['ssim']:.4f} vs {metrics['baseline_ssim']:.4f}")
+    np.savez_compressed(args.samples, n_past=cfg.n_past, **scores.saved)
+    print(f"test PSNR {metrics['psnr']:.2f} dB (mean of {cfg.num_samples} samples), best "
+          f"{metrics['psnr_best']:.2f} dB, copy-last-frame {metrics['baseline_psnr']:.2f} dB; "
+          f"SSIM {metrics['ssim']:.4f} vs {metrics['baseline_ssim']:.4f}")
 
 
 if __name__ == "__main__":

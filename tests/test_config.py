@@ -36,7 +36,7 @@ def test_bad_choice_lists_the_choices():
     ({"train": {"tfr": {"start": 1.5}}}, r"train\.tfr\.start: must be in \[0, 1\]"),
     ({"train": {"kl": {"ratio": 0}}}, r"train\.kl\.ratio"),
     ({"eval": {"n_future": 40}}, r"eval\.n_future: n_past \+ n_future must fit"),
-    ({"report": {"sequence": 9}}, r"report\.sequence: must be < eval\.samples"),
+    ({"report": {"sequence": 9}}, r"report\.sequence: must be < eval\.keep"),
 ])
 def test_bad_values_name_their_key(raw, key):
     with pytest.raises(ConfigError, match=key):

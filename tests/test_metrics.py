@@ -44,3 +44,37 @@ def test_ssim_drops_with_noise():
     x = torch.rand(1, 3, 32, 32)
     noisy = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
     assert ssim(x, noisy).item() < 0.9
+
+
+def _direct_ssim(x, y):
+    """The definition, computed the slow way: a 2-D 11x11 Gaussian window over every position
+    where it fits, float64, SSIM map averaged over positions and channels."""
+    import torch.nn.functional as F
+    d = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-d ** 2 / (2 * 1.5 ** 2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+    x, y = x.double().flatten(0, 1)[:, None], y.double().flatten(0, 1)[:, None]  # (n*C, 1, H, W)
+    mx, my = F.conv2d(x, kernel), F.conv2d(y, kernel)
+    vx, vy = F.conv2d(x * x, kernel) - mx ** 2, F.conv2d(y * y, kernel) - my ** 2
+    cxy = F.conv2d(x * y, kernel) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.reshape(-1, 3, *s.shape[-2:]).mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("kind", ["noise", "smooth", "bright and nearly flat"])
+def test_ssim_is_the_valid_window_definition(kind):
+    torch.manual_seed(0)
+    x = {"noise": lambda: torch.rand(4, 3, 40, 48),
+         "smooth": lambda: torch.nn.functional.avg_pool2d(torch.rand(4, 3, 48, 56), 9, 1),
+         "bright and nearly flat": lambda: 0.9 + 0.01 * torch.rand(4, 3, 40, 48)}[kind]()
+    y = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    assert torch.allclose(ssim(x, y).double(), _direct_ssim(x, y), atol=1e-6)
+
+
+def test_ssim_in_chunks_equals_one_call(monkeypatch):
+    import cvae.metrics
+    x, y = torch.rand(5, 3, 3, 32, 32), torch.rand(5, 3, 3, 32, 32)
+    whole = ssim(x, y)
+    monkeypatch.setattr(cvae.metrics, "SSIM_CHUNK", 4)
+    assert torch.allclose(ssim(x, y), whole)

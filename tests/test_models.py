@@ -81,34 +81,101 @@ def test_conditions_steer_the_prediction(tiny_model_cfg):
 
 
 def reference_rollout(model, frames, conds, n_past, teacher_forcing):
-    """SVG's original per-frame loop: encode the input frame, step the LSTMs, decode, repeat."""
+    """SVG's original per-frame loop, written from the definitions: encode the input frame
+    x_{t-1} (with c_{t-1} under condconv), step the prior on it, the posterior on the true
+    frame t, the predictor, decode with c_{t-1}, repeat. Returns predictions and prior means."""
     T, B = conds.shape[:2]
     predictor_state = model.predictor.init_hidden(B)
     posterior_state = model.posterior.init_hidden(B)
-    x_in, preds = frames[0], []
+    prior_state = model.prior.init_hidden(B) if model.prior is not None else None
+    x_in, preds, prior_mus = frames[0], [], []
     for t in range(1, T):
-        h, skip_now = model.encoder(x_in)
+        h, skip_now = model.encode(x_in, conds[t - 1])
         if model.cfg.last_frame_skip or t - 1 < n_past:
             skip = skip_now
-        z, _, _, posterior_state = model.posterior(model.encoder(frames[t])[0], posterior_state)
-        h_pred, predictor_state = model.predictor(torch.cat([h, z, conds[t - 1]], 1),
+        if model.prior is not None:
+            mu_p, _, prior_state = model.prior.distribution(h, prior_state)
+            prior_mus.append(mu_p)
+        z, _, _, posterior_state = model.posterior(model.encode(frames[t], conds[t])[0],
+                                                   posterior_state)
+        h_pred, predictor_state = model.predictor(model.predictor_input(h, z, conds[t - 1]),
                                                   predictor_state)
-        x_hat = model.decoder(h_pred, skip)
+        x_hat = model.decode(h_pred, skip, conds[t - 1])
         preds.append(x_hat)
         x_in = frames[t] if (t < n_past or teacher_forcing) else x_hat
-    return torch.stack(preds)
+    return torch.stack(preds), prior_mus
+
+
+VARIANTS = [
+    {"prior": "fixed", "conditioning": "concat"},
+    {"prior": "learned", "conditioning": "concat"},
+    {"prior": "fixed", "conditioning": "condconv"},
+    {"prior": "learned", "conditioning": "condconv", "last_frame_skip": True},
+]
+
+
+def _variant(tiny_model_cfg, variant):
+    model = SVG(dataclasses.replace(tiny_model_cfg, **variant))
+    for module in model.modules():  # condconv starts at the identity: give it something to do
+        if getattr(module, "film", None) is not None:
+            torch.nn.init.normal_(module.film.weight, std=0.3)
+    return model
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-@pytest.mark.parametrize("last_frame_skip", [False, True])
-def test_batched_rollout_equals_the_per_frame_loop(tiny_model_cfg, teacher_forcing,
-                                                   last_frame_skip):
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_batched_rollout_equals_the_per_frame_loop(tiny_model_cfg, variant, teacher_forcing):
     # eval(): batch norm uses running statistics, so batching over time changes nothing.
-    cfg = dataclasses.replace(tiny_model_cfg, last_frame_skip=last_frame_skip)
-    model = SVG(cfg).eval()
+    model = _variant(tiny_model_cfg, variant).eval()
     frames, conds = _data(T=7)
     torch.manual_seed(5)
-    fast = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing).frames
+    out = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing)
     torch.manual_seed(5)
-    slow = reference_rollout(model, frames, conds, 3, teacher_forcing)
-    assert torch.allclose(fast, slow, atol=1e-5)
+    slow, prior_mus = reference_rollout(model, frames, conds, 3, teacher_forcing)
+    assert torch.allclose(out.frames, slow, atol=1e-5)
+    if model.prior is not None:
+        assert torch.allclose(out.prior_mu, torch.stack(prior_mus), atol=1e-5)
+    else:
+        assert torch.equal(out.prior_mu, torch.zeros_like(out.prior_mu))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_every_variant_trains_and_survives_a_checkpoint(tiny_model_cfg, variant, tmp_path):
+    from cvae.runtime import load_checkpoint, save_checkpoint
+    from cvae.training import train_step
+    model = _variant(tiny_model_cfg, variant)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    frames, conds = _data(T=5, B=4)
+    step = dict(n_past=2, beta=1e-3, teacher_forcing=True, grad_clip=1.0,
+                device=torch.device("cpu"))
+    losses = [train_step(model, optimizer, frames, conds, **step)["loss"] for _ in range(8)]
+    assert losses[-1] < losses[0]
+    if variant["prior"] == "learned":  # the prior is trained through the KL
+        assert model.prior.mu.weight.grad is not None
+
+    save_checkpoint(tmp_path / "m.pt", model=model.state_dict())
+    restored = SVG(model.cfg)
+    restored.load_state_dict(load_checkpoint(tmp_path / "m.pt")["model"])
+    model.eval(), restored.eval()
+    noise = torch.randn(4, 4, model.cfg.z_dim)
+    a = rollout(model, frames, conds, 2, teacher_forcing=False, sample_prior=True, noise=noise)
+    b = rollout(restored, frames, conds, 2, teacher_forcing=False, sample_prior=True, noise=noise)
+    assert torch.equal(a.frames, b.frames)
+
+
+def test_condconv_steers_encoder_and_decoder_and_not_the_predictor(tiny_model_cfg):
+    model = _variant(tiny_model_cfg, {"conditioning": "condconv"}).eval()
+    assert model.predictor.embed.in_features == tiny_model_cfg.g_dim + tiny_model_cfg.z_dim
+    x, c = torch.rand(2, 3, 64, 64), torch.randn(2, 7)
+    assert not torch.allclose(model.encode(x, c)[0], model.encode(x, -c)[0])
+    h, skips = model.encode(x, c)
+    assert not torch.allclose(model.decode(h, skips, c), model.decode(h, skips, -c))
+
+
+def test_condconv_starts_as_the_plain_network(tiny_model_cfg):
+    plain = SVG(tiny_model_cfg).eval()
+    conditioned = SVG(dataclasses.replace(tiny_model_cfg, conditioning="condconv")).eval()
+    missing = conditioned.encoder.load_state_dict(plain.encoder.state_dict(), strict=False)
+    assert all("film" in key for key in missing.missing_keys)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(conditioned.encoder(x, torch.randn(2, 7))[0], plain.encoder(x)[0])

@@ -16,7 +16,7 @@ SMOKE = {
     "data": {"source": "sample"},
     "model": {"width": 0.125, "g_dim": 16, "z_dim": 4, "rnn_size": 32},
     "train": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "log_every": 1},
-    "eval": {"batch_size": 4, "samples": 2},
+    "eval": {"batch_size": 4, "keep": 2, "num_samples": 2},
 }
 
 
