@@ -13,15 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cvae.config import BairPngConfig, DataConfig  # noqa: E402
 from cvae.data import bair  # noqa: E402
-from cvae.data.png_folders import SPLIT_FOLDERS  # noqa: E402
+from cvae.data.png_folders import SPLIT_FOLDERS, write_sequence  # noqa: E402
 from cvae.data.raw import download, read_sequences  # noqa: E402
 from cvae.data.shards import prepare  # noqa: E402
 
@@ -30,12 +27,8 @@ def write_png_copy(tar: Path, root: Path, seq_len: int) -> int:
     """The tar's sequences in the course's layout; returns how many."""
     count = 0
     for split, (frames, actions, positions) in bair.read_sequences(tar, seq_len):
-        folder = root / SPLIT_FOLDERS[split] / "traj_0_to_255" / str(count)
-        folder.mkdir(parents=True)
-        for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(folder / f"{t}.png")
-        np.savetxt(folder / "actions.csv", actions, delimiter=",")
-        np.savetxt(folder / "endeffector_positions.csv", positions, delimiter=",")
+        write_sequence(root / SPLIT_FOLDERS[split] / "traj_0_to_255" / str(count),
+                       frames, actions, positions)
         count += 1
     return count
 

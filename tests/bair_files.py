@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 
 import crc32c
-import numpy as np
-from PIL import Image
+
+from cvae.data.png_folders import write_sequence
 
 
 def _varint(n: int) -> bytes:
@@ -92,12 +92,8 @@ def png_layout(root: Path, splits: dict) -> Path:
     folders = {"train": "train", "val": "validate", "test": "test"}
     for split, sequences in splits.items():
         for k, (frames, actions, positions) in enumerate(sequences):
-            folder = Path(root) / folders[split] / "traj_0_to_255" / str(k)
-            folder.mkdir(parents=True)
-            for t, frame in enumerate(frames):
-                Image.fromarray(frame).save(folder / f"{t}.png")
-            np.savetxt(folder / "actions.csv", actions, delimiter=",", fmt="%.9g")
-            np.savetxt(folder / "endeffector_positions.csv", positions, delimiter=",", fmt="%.9g")
+            write_sequence(Path(root) / folders[split] / "traj_0_to_255" / str(k),
+                           frames, actions, positions)
     return Path(root)
 
 

@@ -67,6 +67,15 @@ def _read_csv(path: Path, rows: int, columns: int) -> np.ndarray:
     return table[:rows]
 
 
+def write_sequence(folder: Path, frames, actions, positions) -> None:
+    """One sequence in the course's layout: the inverse of `read_sequence`."""
+    folder.mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t}.png")
+    np.savetxt(folder / "actions.csv", actions, delimiter=",", fmt="%.9g")
+    np.savetxt(folder / "endeffector_positions.csv", positions, delimiter=",", fmt="%.9g")
+
+
 def read_sequences(root: Path, seq_len: int):
     """Yield (split, (frames, actions, positions)) for every sequence, split by split."""
     for split in SPLIT_FOLDERS:

@@ -84,13 +84,17 @@ def png_listing(root: Path) -> dict:
     return {"counts": counts, "listing_sha256": digest.hexdigest()}
 
 
+def read_manifest(raw_dir: Path) -> dict:
+    path = Path(raw_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the download stage first")
+    return json.loads(path.read_text())
+
+
 def read_sequences(raw_dir: Path, seq_len: int, skip_bad_records: bool = False,
                    bad: Counter | None = None):
     """Yield (split, (frames, actions, positions)) for every sequence the manifest points to."""
-    manifest_path = Path(raw_dir) / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} is missing: run the download stage first")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(raw_dir)
     path = Path(raw_dir) / manifest["path"]
     if manifest["format"] == "png-folders":
         return png_folders.read_sequences(path, seq_len)

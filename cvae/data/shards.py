@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from cvae.data.http import file_sha256
-from cvae.data.raw import MANIFEST, SPLITS, read_sequences
+from cvae.data.raw import SPLITS, read_manifest, read_sequences
 
 CONDITION_NAMES = ["action_dx", "action_dy", "action_dz", "gripper", "ee_x", "ee_y", "ee_z"]
 
@@ -59,7 +59,7 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
             raise ValueError(f"{raw_dir}: the {split} split has no sequences")
     mean, std = _condition_stats(out / "train")
     meta = {
-        "source": json.loads((Path(raw_dir) / MANIFEST).read_text()),
+        "source": read_manifest(raw_dir),
         "counts": {split: w.count for split, w in writers.items()},
         "bad_records": {split: bad[split] for split in SPLITS},
         "frame_shape": [seq_len, 3, *writers["train"].frame_size],
