@@ -79,11 +79,17 @@ class ModelConfig:
     # concat: the condition joins the predictor's input | condconv: it scales and shifts every
     # encoder and decoder channel (conditional convolution, Choi et al. 2019)
     conditioning: Literal["concat", "condconv"] = "concat"
+    # Hierarchical latents (HAF-SVG): 1 = SVG's one z per frame; each further level adds a latent
+    # map at the next decoder resolution (2: 8x8, 3: 8x8 and 16x16, ... 5: up to 64x64)
+    levels: int = 1
+    level_channels: int = 4  # channels of each latent map
 
     def check(self):
         _require(0 < self.width <= 4, "model.width", "must be in (0, 4]")
         _positive(self, "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers",
-                  "prior_layers")
+                  "prior_layers", "level_channels")
+        _require(1 <= self.levels <= 5, "model.levels",
+                 "must be 1 (plain SVG) to 5 (a latent map at every decoder resolution)")
 
 
 @dataclass(frozen=True)

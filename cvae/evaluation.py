@@ -55,7 +55,7 @@ def sample_prior(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: 
                  noise: torch.Tensor) -> torch.Tensor:
     """N prior samples of every sequence in one batched rollout.
 
-    frames (T, B, C, H, W), conds (T, B, c), noise (N, T-1, B, z) -> predictions of frames
+    frames (T, B, C, H, W), conds (T, B, c), noise (N, T-1, B, latent_size) -> predictions of frames
     1..T-1, (N, T-1, B, C, H, W). Sample k is exactly `rollout(..., noise=noise[k])` (in eval
     mode batch norm uses running statistics, so the copies do not interact)."""
     N, T, B = noise.shape[0], frames.shape[0], frames.shape[1]
@@ -63,22 +63,22 @@ def sample_prior(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: 
     def tile(x):  # (T, B, ...) -> (T, N*B, ...), sample-major
         return x.unsqueeze(1).expand(x.shape[0], N, *x.shape[1:]).flatten(1, 2)
 
-    flat_noise = noise.transpose(0, 1).flatten(1, 2)  # (T-1, N*B, z)
+    flat_noise = noise.transpose(0, 1).flatten(1, 2)  # (T-1, N*B, latent_size)
     with autocast(frames.device):
         out = rollout(model, tile(frames[:n_past]), tile(conds), n_past, teacher_forcing=False,
                       sample_prior=True, noise=flat_noise)
     return out.frames.float().unflatten(1, (N, B)).transpose(0, 1)
 
 
-def prior_noise(seed: int, indices, samples: int, steps: int, z_dim: int) -> torch.Tensor:
-    """The standard normal draws behind the prior samples, (N, steps, B, z). Each sequence has
+def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torch.Tensor:
+    """The standard normal draws behind the prior samples, (N, steps, B, size). Each sequence has
     its own generator, seeded by (seed, its index), so the samples are the same every run and
     however the sequences are batched."""
     draws = []
     for index in indices:
         state = np.random.SeedSequence([seed, int(index)]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
-        draws.append(torch.randn(samples, steps, z_dim, generator=generator))
+        draws.append(torch.randn(samples, steps, size, generator=generator))
     return torch.stack(draws, dim=2)
 
 
@@ -100,7 +100,7 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
         conds = conds.transpose(0, 1).to(device)
         B = len(indices)
         # One more draw than samples: the last is the posterior's.
-        noise = prior_noise(seed, indices, samples + 1, length - 1, model.cfg.z_dim).to(device)
+        noise = prior_noise(seed, indices, samples + 1, length - 1, model.latent_size).to(device)
         preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
         preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
         truth = frames[n_past:]

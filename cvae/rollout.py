@@ -9,7 +9,9 @@ with c_{t-1}.)
 
 z_t comes from the posterior on the true frame t during training, and from the prior when
 sampling: N(0, I) for SVG-FP, or the learned prior LSTM on the previous frame's encoding for
-SVG-LP, which runs at every step so that its state follows the sequence.
+SVG-LP, which runs at every step so that its state follows the sequence. With hierarchical
+latents, z_t also holds latent maps for the decoder, inferred alike from the skips of frame t
+(posterior) and of the fed frame t-1 (both), see `SVG`.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from cvae.models.svg import SVG, reparameterize
 @dataclass
 class Rollout:
     frames: torch.Tensor  # (T-1, B, C, H, W): predictions of frames 1..T-1
-    mu: torch.Tensor  # (T-1, B, z): posterior means (from the prior steps too, unused there)
-    logvar: torch.Tensor  # (T-1, B, z)
-    prior_mu: torch.Tensor  # (T-1, B, z): zeros for the fixed prior
-    prior_logvar: torch.Tensor  # (T-1, B, z)
+    # Flat latents of every level (B, `model.latent_size`) per step, see `SVG`:
+    mu: torch.Tensor  # (T-1, B, L): posterior means (from the prior steps too, unused there)
+    logvar: torch.Tensor  # (T-1, B, L)
+    prior_mu: torch.Tensor  # (T-1, B, L): zeros for the fixed prior
+    prior_logvar: torch.Tensor  # (T-1, B, L)
 
 
 def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, *,
@@ -35,8 +38,8 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
     """Predict frames 1..T-1 of `frames` (T, B, C, H, W) given conditions `conds` (T, B, c).
 
     With `sample_prior` (evaluation), z_t comes from the prior after the conditioning frames,
-    and only `frames[:n_past]` is read. `noise` (T-1, B, z), if given, is the standard normal
-    draw behind every z_t, so that callers can reproduce samples exactly.
+    and only `frames[:n_past]` is read. `noise` (T-1, B, model.latent_size), if given, is the
+    standard normal draw behind every z_t, so that callers can reproduce samples exactly.
     """
     T, B = conds.shape[:2]
     observed = frames[: T if not sample_prior else n_past]
@@ -44,35 +47,37 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
     predictor_state = model.predictor.init_hidden(B)
     posterior_state = model.posterior.init_hidden(B)
     prior_state = model.prior.init_hidden(B) if model.prior is not None else None
-    h_in, skips = h_true[0], [s[0] for s in skips_true]  # what the next step is fed
+    # What the next step is fed (the encoding and skips of x_{t-1}), and the skips it decodes
+    # with (those of the last conditioning frame, or of x_{t-1} with `last_frame_skip`).
+    h_in, fed_skips = h_true[0], [s[0] for s in skips_true]
+    skips = fed_skips
     outputs, deferred, stats = [], [], []
     for t in range(1, T):
         eps = noise[t - 1] if noise is not None else None
-        if model.prior is not None:
-            mu_p, logvar_p, prior_state = model.prior.distribution(h_in, prior_state)
-        else:
-            mu_p = logvar_p = h_in.new_zeros(B, model.cfg.z_dim)
+        mu_p, logvar_p, prior_state = model.prior_distribution(h_in, fed_skips, prior_state)
         if sample_prior and t >= n_past:
-            z, mu, logvar = reparameterize(mu_p, logvar_p, eps), mu_p, logvar_p
+            mu, logvar = mu_p, logvar_p
         else:
-            z, mu, logvar, posterior_state = model.posterior(h_true[t], posterior_state, eps)
+            mu, logvar, posterior_state = model.posterior_distribution(
+                h_true[t], [s[t] for s in skips_true], fed_skips, posterior_state)
         stats.append((mu, logvar, mu_p, logvar_p))
+        z, z_maps = model.split_latent(reparameterize(mu, logvar, eps))
         h_pred, predictor_state = model.predictor(
             model.predictor_input(h_in, z, conds[t - 1]), predictor_state)
         if t < n_past or (teacher_forcing and not sample_prior):
             # The next input is the true frame t, known already: decoding can wait and run
             # batched at the end.
-            deferred.append((t, h_pred, skips))
+            deferred.append((t, h_pred, skips, z_maps))
             if t < T - 1:
-                h_in = h_true[t]
+                h_in, fed_skips = h_true[t], [s[t] for s in skips_true]
                 if model.cfg.last_frame_skip or t < n_past:
-                    skips = [s[t] for s in skips_true]
+                    skips = fed_skips
         else:
-            x_hat = model.decode(h_pred, skips, conds[t - 1])
+            x_hat = model.decode(h_pred, skips, conds[t - 1], z_maps)
             outputs.append((t, x_hat))
-            h_in, new_skips = model.encode(x_hat, conds[t])
+            h_in, fed_skips = model.encode(x_hat, conds[t])
             if model.cfg.last_frame_skip:
-                skips = new_skips
+                skips = fed_skips
     outputs += _decode_deferred(model, deferred, conds)
     predictions = torch.stack([x for _, x in sorted(outputs, key=lambda item: item[0])])
     mu, logvar, prior_mu, prior_logvar = (torch.stack(s) for s in zip(*stats))
@@ -90,9 +95,12 @@ def _decode_deferred(model: SVG, deferred, conds: torch.Tensor) -> list:
     """Decode the steps whose inputs were ground truth in one batched call."""
     if not deferred:
         return []
-    steps = [t for t, _, _ in deferred]
-    h = torch.cat([h for _, h, _ in deferred])  # (n*B, g)
-    skips = [torch.cat(level) for level in zip(*[s for _, _, s in deferred])]  # (n*B, C, H, W)
+    steps, hs, skips, maps = zip(*deferred)
+
+    def join(per_step):  # n lists of (B, ...) tensors -> one list of (n*B, ...) tensors
+        return [torch.cat(level) for level in zip(*per_step)]
+
     cond = torch.cat([conds[t - 1] for t in steps])  # frame t is decoded with c_{t-1}
-    frames = model.decode(h, skips, cond).unflatten(0, (len(steps), -1))  # (n, B, C, H, W)
+    frames = model.decode(torch.cat(hs), join(skips), cond, join(maps))
+    frames = frames.unflatten(0, (len(steps), -1))  # (n, B, C, H, W)
     return list(zip(steps, frames))

@@ -37,6 +37,8 @@ def test_bad_choice_lists_the_choices():
     ({"train": {"kl": {"ratio": 0}}}, r"train\.kl\.ratio"),
     ({"eval": {"n_future": 40}}, r"eval\.n_future: n_past \+ n_future must fit"),
     ({"report": {"sequence": 9}}, r"report\.sequence: must be < eval\.keep"),
+    ({"model": {"levels": 6}}, r"model\.levels: must be 1 \(plain SVG\) to 5"),
+    ({"model": {"level_channels": 0}}, r"model\.level_channels: must be > 0"),
 ])
 def test_bad_values_name_their_key(raw, key):
     with pytest.raises(ConfigError, match=key):

@@ -18,12 +18,12 @@ def split(tmp_path):
     return Split(tmp_path / "shards", "test")
 
 
-@pytest.mark.parametrize("prior", ["fixed", "learned"])
-def test_a_batch_of_n_samples_is_a_loop_of_n_with_the_same_noise(tiny_model_cfg, prior):
+@pytest.mark.parametrize("prior,levels", [("fixed", 1), ("learned", 1), ("learned", 3)])
+def test_a_batch_of_n_samples_is_a_loop_of_n_with_the_same_noise(tiny_model_cfg, prior, levels):
     import dataclasses
-    model = SVG(dataclasses.replace(tiny_model_cfg, prior=prior)).eval()
+    model = SVG(dataclasses.replace(tiny_model_cfg, prior=prior, levels=levels)).eval()
     frames, conds = torch.rand(6, 3, 3, 64, 64), torch.randn(6, 3, 7)
-    noise = torch.randn(4, 5, 3, model.cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(4, 5, 3, model.latent_size, generator=torch.Generator().manual_seed(1))
     batched = sample_prior(model, frames, conds, 2, noise)  # (N, T-1, B, C, H, W)
     for k in range(4):
         with torch.no_grad():

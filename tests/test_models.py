@@ -80,30 +80,53 @@ def test_conditions_steer_the_prediction(tiny_model_cfg):
     assert (outs[0] - outs[1]).abs().max() > 1e-3
 
 
-def reference_rollout(model, frames, conds, n_past, teacher_forcing):
+def reference_rollout(model, frames, conds, n_past, teacher_forcing, noise):
     """SVG's original per-frame loop, written from the definitions: encode the input frame
     x_{t-1} (with c_{t-1} under condconv), step the prior on it, the posterior on the true
-    frame t, the predictor, decode with c_{t-1}, repeat. Returns predictions and prior means."""
+    frame t, the predictor, decode with c_{t-1}, repeat. With latent maps, each level's prior
+    sees x_{t-1}'s skip at its resolution and its posterior that of x_t beside it; their noise
+    follows the global z's in `noise`. Returns predictions and prior means (global, maps)."""
     T, B = conds.shape[:2]
+    cfg = model.cfg
+    sides = [8 * 2 ** i for i in range(cfg.levels - 1)]  # 8x8, 16x16, ...
     predictor_state = model.predictor.init_hidden(B)
     posterior_state = model.posterior.init_hidden(B)
     prior_state = model.prior.init_hidden(B) if model.prior is not None else None
     x_in, preds, prior_mus = frames[0], [], []
     for t in range(1, T):
         h, skip_now = model.encode(x_in, conds[t - 1])
-        if model.cfg.last_frame_skip or t - 1 < n_past:
+        if cfg.last_frame_skip or t - 1 < n_past:
             skip = skip_now
+        h_target, skip_target = model.encode(frames[t], conds[t])
+        by_side = {s.shape[-1]: s for s in skip_now}
+        target_by_side = {s.shape[-1]: s for s in skip_target}
+        # Global z: a Gaussian LSTM each, or N(0, I) for the fixed prior.
+        mu_p = torch.zeros(B, cfg.z_dim)
         if model.prior is not None:
             mu_p, _, prior_state = model.prior.distribution(h, prior_state)
-            prior_mus.append(mu_p)
-        z, _, _, posterior_state = model.posterior(model.encode(frames[t], conds[t])[0],
-                                                   posterior_state)
+        mu, logvar, posterior_state = model.posterior.distribution(h_target, posterior_state)
+        eps = noise[t - 1]
+        z = mu + (0.5 * logvar).exp() * eps[:, :cfg.z_dim]
+        offset, maps, map_prior_mus = cfg.z_dim, [], []
+        for level, side in enumerate(sides):
+            fed = by_side[side]
+            if model.prior is not None:
+                map_prior_mus.append(model.latent_maps.prior[level](fed)[:, :cfg.level_channels])
+            else:
+                map_prior_mus.append(torch.zeros(B, cfg.level_channels, side, side))
+            stats = model.latent_maps.posterior[level](torch.cat([target_by_side[side], fed], 1))
+            m_mu, m_logvar = stats[:, :cfg.level_channels], stats[:, cfg.level_channels:]
+            size = cfg.level_channels * side * side
+            m_eps = eps[:, offset:offset + size].reshape(m_mu.shape)
+            maps.append(m_mu + (0.5 * m_logvar).exp() * m_eps)
+            offset += size
+        prior_mus.append(torch.cat([mu_p] + [m.flatten(1) for m in map_prior_mus], 1))
         h_pred, predictor_state = model.predictor(model.predictor_input(h, z, conds[t - 1]),
                                                   predictor_state)
-        x_hat = model.decode(h_pred, skip, conds[t - 1])
+        x_hat = model.decoder(h_pred, skip, conds[t - 1] if model.condconv else None, maps)
         preds.append(x_hat)
         x_in = frames[t] if (t < n_past or teacher_forcing) else x_hat
-    return torch.stack(preds), prior_mus
+    return torch.stack(preds), torch.stack(prior_mus)
 
 
 VARIANTS = [
@@ -111,6 +134,8 @@ VARIANTS = [
     {"prior": "learned", "conditioning": "concat"},
     {"prior": "fixed", "conditioning": "condconv"},
     {"prior": "learned", "conditioning": "condconv", "last_frame_skip": True},
+    {"prior": "learned", "conditioning": "concat", "levels": 3},
+    {"prior": "fixed", "conditioning": "condconv", "levels": 2},
 ]
 
 
@@ -128,14 +153,12 @@ def test_batched_rollout_equals_the_per_frame_loop(tiny_model_cfg, variant, teac
     # eval(): batch norm uses running statistics, so batching over time changes nothing.
     model = _variant(tiny_model_cfg, variant).eval()
     frames, conds = _data(T=7)
-    torch.manual_seed(5)
-    out = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing)
-    torch.manual_seed(5)
-    slow, prior_mus = reference_rollout(model, frames, conds, 3, teacher_forcing)
+    noise = torch.randn(6, 3, model.latent_size)
+    out = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing, noise=noise)
+    slow, prior_mu = reference_rollout(model, frames, conds, 3, teacher_forcing, noise)
     assert torch.allclose(out.frames, slow, atol=1e-5)
-    if model.prior is not None:
-        assert torch.allclose(out.prior_mu, torch.stack(prior_mus), atol=1e-5)
-    else:
+    assert torch.allclose(out.prior_mu, prior_mu, atol=1e-5)
+    if model.prior is None:
         assert torch.equal(out.prior_mu, torch.zeros_like(out.prior_mu))
 
 
@@ -157,7 +180,7 @@ def test_every_variant_trains_and_survives_a_checkpoint(tiny_model_cfg, variant,
     restored = SVG(model.cfg)
     restored.load_state_dict(load_checkpoint(tmp_path / "m.pt")["model"])
     model.eval(), restored.eval()
-    noise = torch.randn(4, 4, model.cfg.z_dim)
+    noise = torch.randn(4, 4, model.latent_size)
     a = rollout(model, frames, conds, 2, teacher_forcing=False, sample_prior=True, noise=noise)
     b = rollout(restored, frames, conds, 2, teacher_forcing=False, sample_prior=True, noise=noise)
     assert torch.equal(a.frames, b.frames)
@@ -179,3 +202,40 @@ def test_condconv_starts_as_the_plain_network(tiny_model_cfg):
     assert all("film" in key for key in missing.missing_keys)
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(conditioned.encoder(x, torch.randn(2, 7))[0], plain.encoder(x)[0])
+
+
+def test_latent_maps_have_their_sizes_and_steer_the_decoder(tiny_model_cfg):
+    # train(): batch statistics; an untrained net in eval() passes almost only its skips.
+    model = SVG(dataclasses.replace(tiny_model_cfg, levels=3, level_channels=2)).train()
+    assert model.latent_size == 4 + 2 * 8 * 8 + 2 * 16 * 16
+    assert "3 latent levels" in model.name
+    frames, conds = _data(T=4, B=2)
+    noise = torch.randn(3, 2, model.latent_size)
+    out = rollout(model, frames, conds, 2, teacher_forcing=False, noise=noise)
+    assert out.mu.shape == out.prior_logvar.shape == (3, 2, model.latent_size)
+    for level in (slice(4, 4 + 128), slice(4 + 128, None)):  # the 8x8 map, then 16x16
+        moved = noise.clone()
+        moved[:, :, level] += 3
+        other = rollout(model, frames, conds, 2, teacher_forcing=False, noise=moved).frames
+        assert (other - out.frames).abs().max() > 1e-4
+
+
+def test_one_level_is_plain_svg(tiny_model_cfg):
+    plain = SVG(tiny_model_cfg)
+    assert plain.cfg.levels == 1 and plain.latent_size == tiny_model_cfg.z_dim
+    assert not any(key.startswith("latent_maps") for key in plain.state_dict())
+    z, maps = plain.split_latent(torch.randn(5, plain.latent_size))
+    assert z.shape == (5, tiny_model_cfg.z_dim) and maps == []
+
+
+def test_the_kl_sums_over_levels(tiny_model_cfg):
+    from cvae.losses import gaussian_kl
+    model = SVG(dataclasses.replace(tiny_model_cfg, levels=2, prior="learned")).train()
+    frames, conds = _data(T=4, B=2)
+    out = rollout(model, frames, conds, 2, teacher_forcing=True)
+    total = gaussian_kl(out.mu, out.logvar, out.prior_mu, out.prior_logvar)
+    z = tiny_model_cfg.z_dim
+    parts = [gaussian_kl(out.mu[..., s], out.logvar[..., s], out.prior_mu[..., s],
+                         out.prior_logvar[..., s]) for s in (slice(0, z), slice(z, None))]
+    assert torch.allclose(total, parts[0] + parts[1], rtol=1e-5)
+    assert torch.all(parts[1] > 0)  # the map level carries KL of its own
