@@ -20,7 +20,7 @@ import torch
 from cvae.config import load_params
 from cvae.models.svg import SVG
 from cvae.runtime import reuse_freed_memory
-from cvae.training import train_step
+from cvae.training import Objective, train_step
 
 steps, tuned = int(sys.argv[1]), sys.argv[2] == "1"
 if tuned:
@@ -35,8 +35,8 @@ frames, conds = torch.rand(T, cfg.batch_size, 3, 64, 64), torch.randn(T, cfg.bat
 out = {}
 for teacher_forcing in (True, False):
     def step():
-        train_step(model, optimizer, frames, conds, n_past=cfg.n_past, beta=1e-4,
-                   teacher_forcing=teacher_forcing, grad_clip=1.0, device=torch.device("cpu"))
+        train_step(Objective(model), optimizer, frames, conds, n_past=cfg.n_past, beta=1e-4,
+                   teacher_forcing=teacher_forcing, grad_clip=1.0)
     for _ in range(3):
         step()  # warm-up
     faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()

@@ -136,6 +136,8 @@ class TrainConfig:
     lr: float = 2e-3
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     log_every: int = 10  # steps between log lines
+    compile: bool = False  # torch.compile the encoder and decoder
+    loader_workers: int = 2  # DataLoader workers, for CUDA runs whose split does not fit on the GPU
     kl: KLConfig = field(default_factory=KLConfig)
     tfr: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
@@ -144,6 +146,7 @@ class TrainConfig:
                   "log_every", prefix="train")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
+        _require(self.loader_workers >= 0, "train.loader_workers", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,13 @@ class Scores:
 
 
 def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`."""
-    return frames.to(device, non_blocking=True).transpose(0, 1).float().div_(255)
+    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`. On CUDA the
+    channels are stored last (each frame, and any run of frames flattened to a batch, is a
+    channels_last image), the layout its convolutions run fastest on."""
+    frames = frames.to(device, non_blocking=True).transpose(0, 1)
+    if device.type == "cuda":
+        frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return frames.float().div_(255)
 
 
 def _to_uint8(frames: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Device, precision, seeding and checkpoints: the same code path on CPU and CUDA."""
+"""Device, precision, seeding, processes and checkpoints: the same code path on CPU and CUDA, in
+one process or many."""
 from __future__ import annotations
 
 import contextlib
@@ -9,12 +10,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 CHECKPOINT_FORMAT = 1
 
 
 def select_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this process. Under `torchrun` (WORLD_SIZE > 1) joins the
+    process group: NCCL with one GPU per process (LOCAL_RANK), gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, select_device()
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world, device
 
 
 def reuse_freed_memory() -> bool:

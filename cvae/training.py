@@ -1,9 +1,12 @@
-"""Training: the step, the epoch loop, logs, checkpoints and resume.
+"""Training: the step, the epoch loop, logs, checkpoints and resume, in one process or many.
 
 Outputs in `models_dir`: `last.pt` (written every epoch, resumed from) and `best.pt` (highest
 validation PSNR). Logs in `log_dir`: `steps.tsv` (one row per optimiser step) and `epochs.tsv`
 (one row per epoch, with validation scores). A rerun with the same settings continues from
 `last.pt` and drops log rows written after it; changing anything but `train.epochs` starts over.
+
+Under `torchrun` every process trains a replica with DistributedDataParallel on its own batches
+(`train.batch_size` each); rank 0 alone validates and writes logs and checkpoints.
 """
 from __future__ import annotations
 
@@ -15,16 +18,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from cvae.config import Params
+from cvae.data.batches import TrainBatches, seeded_generator
 from cvae.data.shards import Split, read_meta
 from cvae.evaluation import evaluate, to_model_frames
 from cvae.losses import sequence_loss
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
-from cvae.runtime import (autocast, load_checkpoint, reuse_freed_memory, save_checkpoint,
-                           select_device, set_seed)
+from cvae.runtime import (autocast, init_distributed, load_checkpoint, reuse_freed_memory,
+                           save_checkpoint, set_seed)
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
@@ -32,26 +38,50 @@ EPOCH_COLUMNS = ["epoch", "step", "loss", "mse", "kl", "beta", "tfr", "val_psnr"
                  "val_baseline_psnr"]
 
 
-def train_step(model, optimizer, frames, conds, *, n_past, beta, teacher_forcing, grad_clip,
-               device) -> dict:
-    """One optimiser step on a batch: frames (T, B, C, H, W) in [0, 1], conds (T, B, c)."""
-    with autocast(device):
-        out = rollout(model, frames, conds, n_past, teacher_forcing=teacher_forcing)
-    prior = (out.prior_mu.float(), out.prior_logvar.float()) if model.prior is not None else ()
-    loss, mse, kl = sequence_loss(out.frames.float(), frames[1:], out.mu.float(),
-                                  out.logvar.float(), beta, *prior)
+class Objective(nn.Module):
+    """The training loss of a batch as a module: (frames, conds) -> (loss, mse, kl).
+
+    A module, so that DistributedDataParallel can wrap the whole step. `rollout_fn` is
+    `cvae.rollout.rollout`, or `cvae.reference.per_frame_rollout` to measure against."""
+
+    def __init__(self, model: SVG, rollout_fn=rollout):
+        super().__init__()
+        self.model, self.rollout_fn = model, rollout_fn
+
+    def forward(self, frames, conds, n_past: int, teacher_forcing: bool, beta: float):
+        with autocast(frames.device):
+            out = self.rollout_fn(self.model, frames, conds, n_past,
+                                  teacher_forcing=teacher_forcing)
+        learned = self.model.prior is not None
+        prior = (out.prior_mu.float(), out.prior_logvar.float()) if learned else ()
+        return sequence_loss(out.frames.float(), frames[1:], out.mu.float(),
+                             out.logvar.float(), beta, *prior)
+
+
+def train_step(objective: nn.Module, optimizer, frames, conds, *, n_past, beta, teacher_forcing,
+               grad_clip) -> dict:
+    """One optimiser step on a batch: frames (T, B, C, H, W) in [0, 1], conds (T, B, c).
+    Returns the loss terms (averaged over processes when distributed)."""
+    loss, mse, kl = objective(frames, conds, n_past, teacher_forcing, beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip)
     optimizer.step()
-    return {"loss": loss.item(), "mse": mse.item(), "kl": kl.item()}
+    terms = torch.stack([loss, mse, kl]).detach()
+    if dist.is_initialized():
+        dist.all_reduce(terms, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else
+                        dist.ReduceOp.SUM)
+        if dist.get_backend() != "nccl":  # gloo has no AVG
+            terms /= dist.get_world_size()
+    return dict(zip(("loss", "mse", "kl"), terms.tolist()))
 
 
 def fingerprint(params: Params, meta: dict) -> str:
     """What a checkpoint must match to be resumed: model, training settings (except the number
-    of epochs, so a run can be extended) and the exact data."""
-    train = {k: v for k, v in asdict(params.train).items() if k != "epochs"}
+    of epochs, so a run can be extended, and compilation, which changes no number) and the
+    exact data."""
+    train = {k: v for k, v in asdict(params.train).items() if k not in ("epochs", "compile")}
     blob = json.dumps([asdict(params.model), train, meta["shards"]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -60,86 +90,156 @@ def build_model(params: Params, meta: dict) -> SVG:
     return SVG(params.model, cond_dim=len(meta["condition_names"]), channels=meta["frame_shape"][1])
 
 
+def prepare_model(model: SVG, device: torch.device, compile_: bool) -> SVG:
+    """Move to `device`; on CUDA, channels_last memory (what its convolutions run fastest on);
+    optionally compile the encoder and decoder, where nearly all the time goes."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if compile_:
+        model.encoder.compile()
+        model.decoder.compile()
+    return model
+
+
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
     cfg = params.train
-    device = select_device()
+    rank, world, device = init_distributed()
+    lead = rank == 0  # the process that validates and writes
     reuse_freed_memory()
-    set_seed(cfg.seed)
+    set_seed(cfg.seed)  # the same initial model everywhere (DDP also broadcasts rank 0's)
     meta = read_meta(shards_dir)
-    train_split, val_split = Split(shards_dir, "train"), Split(shards_dir, "val")
-    model = build_model(params, meta).to(device)
+    model = prepare_model(build_model(params, meta), device, cfg.compile)
+    objective = Objective(model)
+    if world > 1:
+        objective = nn.parallel.DistributedDataParallel(objective)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
                                  fused=device.type == "cuda")
-    batches = torch.Generator().manual_seed(cfg.seed)
+    window = cfg.n_past + cfg.n_future
+    batches = TrainBatches(shards_dir, cfg.batch_size, window, cfg.steps_per_epoch, cfg.seed,
+                           device, rank, cfg.loader_workers)
+    val_split = Split(shards_dir, "val")
     state = {"epoch": 0, "step": 0, "best_psnr": float("-inf"), "best_epoch": -1}
 
     models_dir, log_dir = Path(models_dir), Path(log_dir)
-    print_fn = tqdm.write
+    say = tqdm.write if lead else (lambda *_: None)
+    say(f"training on {device} ({world} process{'es' if world > 1 else ''}), windows cut "
+        f"{batches.where}")
     key = fingerprint(params, meta)
-    last = models_dir / "last.pt"
-    if last.exists() and (ckpt := load_checkpoint(last, device))["fingerprint"] == key:
+    ckpt = _resumable(models_dir / "last.pt", key, device, say)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        batches.set_state(ckpt["batch_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
         state = ckpt["state"]
-        print_fn(f"resuming from {last} at epoch {state['epoch']} (step {state['step']})")
-    elif last.exists():
-        print_fn(f"{last} was trained with other settings: starting over")
-    logs = _Logs(log_dir, keep_epochs_before=state["epoch"])
+        _set_rng_states(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)], device)
+    else:
+        set_seed(cfg.seed, rank)  # from here on, each rank draws its own noise
+    logs = _Logs(log_dir, keep_epochs_before=state["epoch"]) if lead else None
 
-    window = cfg.n_past + cfg.n_future
     for epoch in range(state["epoch"], cfg.epochs):
         tfr = teacher_forcing_ratio(cfg.tfr, epoch)
+        coins = seeded_generator(cfg.seed, epoch)  # the same on every rank: one path per step
         totals = {"loss": 0.0, "mse": 0.0, "kl": 0.0}
-        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None)  # no bar when output is not a terminal (CI logs)
-        for _ in bar:
-            tick = time.perf_counter()
+        bar = tqdm(batches.epoch(epoch), total=cfg.steps_per_epoch, leave=False,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=None if lead else True)  # no bar when output is not a terminal
+        tick = time.perf_counter()
+        for frames_u8, conds in bar:
             beta = kl_beta(cfg.kl, epoch if cfg.kl.unit == "epoch" else state["step"])
-            teacher_forced = bool(torch.rand(1, generator=batches) < tfr)  # one coin per batch
-            frames_u8, conds = train_split.random_windows(cfg.batch_size, window, batches)
+            teacher_forced = bool(torch.rand(1, generator=coins) < tfr)  # one coin per batch
             result = train_step(
-                model, optimizer, to_model_frames(frames_u8, device),
-                conds.transpose(0, 1).to(device), n_past=cfg.n_past, beta=beta,
-                teacher_forcing=teacher_forced, grad_clip=cfg.grad_clip, device=device,
+                objective, optimizer, to_model_frames(frames_u8, device), conds.transpose(0, 1),
+                n_past=cfg.n_past, beta=beta, teacher_forcing=teacher_forced,
+                grad_clip=cfg.grad_clip,
             )
-            seconds = time.perf_counter() - tick
+            seconds, tick = time.perf_counter() - tick, time.perf_counter()
             state["step"] += 1
-            row = {"step": state["step"], "epoch": epoch, **result, "beta": beta, "tfr": tfr,
-                   "teacher_forced": int(teacher_forced), "sec_per_step": seconds}
-            logs.step(row)
             for name in totals:
                 totals[name] += result[name] / cfg.steps_per_epoch
-            bar.set_postfix(loss=f"{result['loss']:.4f}")
+            if lead:
+                logs.step({"step": state["step"], "epoch": epoch, **result, "beta": beta,
+                           "tfr": tfr, "teacher_forced": int(teacher_forced),
+                           "sec_per_step": seconds})
+                bar.set_postfix(loss=f"{result['loss']:.4f}")
             if state["step"] % cfg.log_every == 0:
-                print_fn(f"step {state['step']} epoch {epoch} loss {result['loss']:.5f} "
-                         f"mse {result['mse']:.5f} kl {result['kl']:.3f} beta {beta:.2e} "
-                         f"tfr {tfr:.2f} {seconds:.2f} s/step")
-
-        # The lab protocol on the validation split, with the same prior samples every epoch.
-        val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
-                       device=device, seed=cfg.seed, samples=1, posterior=False,
-                       keep=0).summary()
-        logs.epoch({"epoch": epoch, "step": state["step"], **totals, "beta": beta, "tfr": tfr,
-                    "val_psnr": val["psnr"], "val_ssim": val["ssim"],
-                    "val_baseline_psnr": val["baseline_psnr"]})
-        print_fn(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (copy-last {val['baseline_psnr']:.2f})"
-                 f" ssim {val['ssim']:.3f}")
+                say(f"step {state['step']} epoch {epoch} loss {result['loss']:.5f} "
+                    f"mse {result['mse']:.5f} kl {result['kl']:.3f} beta {beta:.2e} "
+                    f"tfr {tfr:.2f} {seconds:.2f} s/step")
         state["epoch"] = epoch + 1
-        checkpoint = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "params": asdict(params), "fingerprint": key, "state": state,
-            "batch_rng": batches.get_state(), "torch_rng": torch.get_rng_state(),
-        }
-        if val["psnr"] > state["best_psnr"]:
-            state.update(best_psnr=val["psnr"], best_epoch=epoch)
-            save_checkpoint(models_dir / "best.pt", **checkpoint)
-        save_checkpoint(last, **checkpoint)
-        logs.flush()
-    logs.close()
+        if world > 1:
+            _average_buffers(model, world)
+        rng = _gather_rng_states(device, world)
+        if lead:
+            _end_epoch(model, optimizer, params, key, state, rng, val_split, cfg, device,
+                       models_dir, logs, {**totals, "beta": beta, "tfr": tfr}, say)
+        if world > 1:
+            dist.barrier()  # the others wait for the checkpoint
+    if logs is not None:
+        logs.close()
+    if world > 1:
+        dist.destroy_process_group()
     return {"epochs": state["epoch"], "steps": state["step"], "best_val_psnr": state["best_psnr"],
-            "best_epoch": state["best_epoch"], "device": device.type}
+            "best_epoch": state["best_epoch"], "device": device.type, "processes": world}
+
+
+def _end_epoch(model, optimizer, params, key, state, rng, val_split, cfg, device, models_dir,
+               logs, train_terms, say):
+    """Validate (the lab protocol, the same prior samples every epoch), log, checkpoint."""
+    epoch = state["epoch"] - 1
+    val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
+                   device=device, seed=cfg.seed, samples=1, posterior=False, keep=0).summary()
+    logs.epoch({"epoch": epoch, "step": state["step"], **train_terms, "val_psnr": val["psnr"],
+                "val_ssim": val["ssim"], "val_baseline_psnr": val["baseline_psnr"]})
+    say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (copy-last {val['baseline_psnr']:.2f})"
+        f" ssim {val['ssim']:.3f}")
+    if val["psnr"] > state["best_psnr"]:
+        state.update(best_psnr=val["psnr"], best_epoch=epoch)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "params": asdict(params), "fingerprint": key, "state": state, "rng": rng}
+    if state["best_epoch"] == epoch:
+        save_checkpoint(models_dir / "best.pt", **checkpoint)
+    save_checkpoint(models_dir / "last.pt", **checkpoint)
+    logs.flush()
+
+
+def _resumable(last: Path, key: str, device: torch.device, say) -> dict | None:
+    """The checkpoint to resume from: `last` if it was trained with these settings."""
+    if not last.exists():
+        return None
+    ckpt = load_checkpoint(last, device)
+    if ckpt["fingerprint"] != key:
+        say(f"{last} was trained with other settings: starting over")
+        return None
+    say(f"resuming from {last} at epoch {ckpt['state']['epoch']} (step {ckpt['state']['step']})")
+    return ckpt
+
+
+def _average_buffers(model: nn.Module, world: int):
+    """Batch norm's running statistics, averaged over ranks. DDP keeps parameters in step, but
+    each rank updates these on its own batches; averaging them makes every replica the same
+    model, validated and saved as such."""
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer /= world
+
+
+def _gather_rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every rank's generator states (behind the posterior's noise), for an exact resume."""
+    mine = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["cuda"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return [mine]
+    everyone = [None] * world
+    dist.all_gather_object(everyone, {k: v.cpu() for k, v in mine.items()})
+    return everyone
+
+
+def _set_rng_states(states: dict, device: torch.device):
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
 
 
 class _Logs:

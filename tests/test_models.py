@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cvae.models.svg import SVG, Decoder, Encoder, GaussianLSTM, LSTM, vgg_widths
+from cvae.reference import per_frame_rollout
 from cvae.rollout import rollout
 
 
@@ -80,55 +81,6 @@ def test_conditions_steer_the_prediction(tiny_model_cfg):
     assert (outs[0] - outs[1]).abs().max() > 1e-3
 
 
-def reference_rollout(model, frames, conds, n_past, teacher_forcing, noise):
-    """SVG's original per-frame loop, written from the definitions: encode the input frame
-    x_{t-1} (with c_{t-1} under condconv), step the prior on it, the posterior on the true
-    frame t, the predictor, decode with c_{t-1}, repeat. With latent maps, each level's prior
-    sees x_{t-1}'s skip at its resolution and its posterior that of x_t beside it; their noise
-    follows the global z's in `noise`. Returns predictions and prior means (global, maps)."""
-    T, B = conds.shape[:2]
-    cfg = model.cfg
-    sides = [8 * 2 ** i for i in range(cfg.levels - 1)]  # 8x8, 16x16, ...
-    predictor_state = model.predictor.init_hidden(B)
-    posterior_state = model.posterior.init_hidden(B)
-    prior_state = model.prior.init_hidden(B) if model.prior is not None else None
-    x_in, preds, prior_mus = frames[0], [], []
-    for t in range(1, T):
-        h, skip_now = model.encode(x_in, conds[t - 1])
-        if cfg.last_frame_skip or t - 1 < n_past:
-            skip = skip_now
-        h_target, skip_target = model.encode(frames[t], conds[t])
-        by_side = {s.shape[-1]: s for s in skip_now}
-        target_by_side = {s.shape[-1]: s for s in skip_target}
-        # Global z: a Gaussian LSTM each, or N(0, I) for the fixed prior.
-        mu_p = torch.zeros(B, cfg.z_dim)
-        if model.prior is not None:
-            mu_p, _, prior_state = model.prior.distribution(h, prior_state)
-        mu, logvar, posterior_state = model.posterior.distribution(h_target, posterior_state)
-        eps = noise[t - 1]
-        z = mu + (0.5 * logvar).exp() * eps[:, :cfg.z_dim]
-        offset, maps, map_prior_mus = cfg.z_dim, [], []
-        for level, side in enumerate(sides):
-            fed = by_side[side]
-            if model.prior is not None:
-                map_prior_mus.append(model.latent_maps.prior[level](fed)[:, :cfg.level_channels])
-            else:
-                map_prior_mus.append(torch.zeros(B, cfg.level_channels, side, side))
-            stats = model.latent_maps.posterior[level](torch.cat([target_by_side[side], fed], 1))
-            m_mu, m_logvar = stats[:, :cfg.level_channels], stats[:, cfg.level_channels:]
-            size = cfg.level_channels * side * side
-            m_eps = eps[:, offset:offset + size].reshape(m_mu.shape)
-            maps.append(m_mu + (0.5 * m_logvar).exp() * m_eps)
-            offset += size
-        prior_mus.append(torch.cat([mu_p] + [m.flatten(1) for m in map_prior_mus], 1))
-        h_pred, predictor_state = model.predictor(model.predictor_input(h, z, conds[t - 1]),
-                                                  predictor_state)
-        x_hat = model.decoder(h_pred, skip, conds[t - 1] if model.condconv else None, maps)
-        preds.append(x_hat)
-        x_in = frames[t] if (t < n_past or teacher_forcing) else x_hat
-    return torch.stack(preds), torch.stack(prior_mus)
-
-
 VARIANTS = [
     {"prior": "fixed", "conditioning": "concat"},
     {"prior": "learned", "conditioning": "concat"},
@@ -154,24 +106,24 @@ def test_batched_rollout_equals_the_per_frame_loop(tiny_model_cfg, variant, teac
     model = _variant(tiny_model_cfg, variant).eval()
     frames, conds = _data(T=7)
     noise = torch.randn(6, 3, model.latent_size)
-    out = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing, noise=noise)
-    slow, prior_mu = reference_rollout(model, frames, conds, 3, teacher_forcing, noise)
-    assert torch.allclose(out.frames, slow, atol=1e-5)
-    assert torch.allclose(out.prior_mu, prior_mu, atol=1e-5)
+    fast = rollout(model, frames, conds, 3, teacher_forcing=teacher_forcing, noise=noise)
+    slow = per_frame_rollout(model, frames, conds, 3, teacher_forcing, noise)
+    for name in ("frames", "mu", "logvar", "prior_mu", "prior_logvar"):
+        assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-5), name
     if model.prior is None:
-        assert torch.equal(out.prior_mu, torch.zeros_like(out.prior_mu))
+        assert torch.equal(fast.prior_mu, torch.zeros_like(fast.prior_mu))
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
 def test_every_variant_trains_and_survives_a_checkpoint(tiny_model_cfg, variant, tmp_path):
     from cvae.runtime import load_checkpoint, save_checkpoint
-    from cvae.training import train_step
+    from cvae.training import Objective, train_step
     model = _variant(tiny_model_cfg, variant)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     frames, conds = _data(T=5, B=4)
-    step = dict(n_past=2, beta=1e-3, teacher_forcing=True, grad_clip=1.0,
-                device=torch.device("cpu"))
-    losses = [train_step(model, optimizer, frames, conds, **step)["loss"] for _ in range(8)]
+    step = dict(n_past=2, beta=1e-3, teacher_forcing=True, grad_clip=1.0)
+    losses = [train_step(Objective(model), optimizer, frames, conds, **step)["loss"]
+              for _ in range(8)]
     assert losses[-1] < losses[0]
     if variant["prior"] == "learned":  # the prior is trained through the KL
         assert model.prior.mu.weight.grad is not None
@@ -239,3 +191,32 @@ def test_the_kl_sums_over_levels(tiny_model_cfg):
                          out.prior_logvar[..., s]) for s in (slice(0, z), slice(z, None))]
     assert torch.allclose(total, parts[0] + parts[1], rtol=1e-5)
     assert torch.all(parts[1] > 0)  # the map level carries KL of its own
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+@pytest.mark.parametrize("variant", [VARIANTS[0], VARIANTS[3], VARIANTS[4]],
+                         ids=lambda v: "-".join(map(str, v.values())))
+def test_the_fast_step_has_the_per_frame_steps_loss_and_gradients(tiny_model_cfg, variant,
+                                                                   teacher_forcing):
+    """fp32, batch norm on running statistics (batching frames over time changes batch
+    statistics, by design): loss within 1e-6 relative, every gradient within 1e-4 relative to
+    the largest gradient of its tensor, on the same noise."""
+    from cvae.training import Objective
+    model = _variant(tiny_model_cfg, variant).eval()
+    frames, conds = _data(T=6, B=3)
+    noise = torch.randn(5, 3, model.latent_size)
+    results = []
+    for rollout_fn in (rollout, per_frame_rollout):
+        def with_noise(*args, teacher_forcing, fn=rollout_fn):
+            return fn(*args, teacher_forcing=teacher_forcing, noise=noise)
+        model.zero_grad()
+        loss, mse, kl = Objective(model, with_noise)(frames, conds, 2, teacher_forcing, 0.1)
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                      if p.grad is not None}))
+    (fast_loss, fast_grads), (slow_loss, slow_grads) = results
+    assert fast_loss == pytest.approx(slow_loss, rel=1e-6)
+    assert fast_grads.keys() == slow_grads.keys() and len(fast_grads) > 20
+    for name, grad in fast_grads.items():
+        scale = slow_grads[name].abs().max().clamp_min(1e-12)
+        assert (grad - slow_grads[name]).abs().max() <= 1e-4 * scale, name

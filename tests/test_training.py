@@ -79,3 +79,40 @@ def test_other_settings_start_over(shards, tmp_path, capsys):
     assert "starting over" in capsys.readouterr().out
     assert summary["steps"] == 2
     assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 2
+
+
+DISTRIBUTED = """
+import os, sys, torch
+import cvae.training as training
+from cvae.config import Params, parse
+from tests.test_training import TINY
+shards, out = sys.argv[1], sys.argv[2]
+models, prepare = [], training.prepare_model  # keep hold of the model this rank trains
+training.prepare_model = lambda *args: models.append(prepare(*args)) or models[-1]
+training.train(parse(Params, TINY), shards, out + "/models", out + "/logs")
+torch.save(models[0].state_dict(), f"{out}/rank{os.environ['RANK']}.pt")
+"""
+
+
+def test_two_processes_train_one_model_and_write_one_checkpoint(shards, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = tmp_path / "two_ranks.py"
+    script.write_text(DISTRIBUTED)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(shards), str(tmp_path)],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    start = load_checkpoint(tmp_path / "models" / "last.pt")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["best.pt", "last.pt"]
+    assert start["state"]["step"] == 6
+    assert all(torch.equal(start["model"][k], ranks[0][k]) for k in ranks[0])
+    assert len(start["rng"]) == 2  # both ranks' generators, for an exact resume
+    assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 6  # one writer
+    assert "2 processes" in result.stdout + result.stderr

@@ -1,0 +1,68 @@
+"""Where training windows come from: memory maps, a device-resident split, DataLoader workers."""
+import numpy as np
+import pytest
+import torch
+
+from cvae.data.batches import DeviceSplit, TrainBatches, seeded_generator
+from cvae.data.shards import Split, prepare
+from tests.conftest import write_random_raw
+
+
+@pytest.fixture
+def shards(tmp_path):
+    write_random_raw(tmp_path / "raw", {"train": 7, "val": 1, "test": 1}, seq_len=8)
+    prepare(tmp_path / "raw", tmp_path / "shards", shard_size=3, seq_len=8)
+    return tmp_path / "shards"
+
+
+def _find(split: Split, frames: torch.Tensor) -> tuple[int, int]:
+    """The (sequence, start) a window was cut from, or fail."""
+    everything, _ = split.windows(np.arange(len(split)), np.zeros(len(split), int), split.seq_len)
+    for index in range(len(split)):
+        for start in range(split.seq_len - len(frames) + 1):
+            if torch.equal(everything[index, start:start + len(frames)], frames):
+                return index, start
+    raise AssertionError("a window that is in no sequence")
+
+
+def test_the_device_split_cuts_true_windows_and_covers_the_split(shards):
+    # On CPU here; on CUDA the same code runs with the tensors on the GPU.
+    split = Split(shards, "train")
+    resident = DeviceSplit(split, torch.device("cpu"))
+    frames, conds = resident.random_windows(200, 5, torch.Generator().manual_seed(0))
+    assert frames.shape == (200, 5, 3, 64, 64) and frames.dtype == torch.uint8
+    assert conds.shape == (200, 5, 7)
+    seen = set()
+    for k in range(0, 200, 7):
+        index, start = _find(split, frames[k])
+        seen.add(index)
+        _, expected = split.windows([index], [start], 5)
+        assert torch.allclose(conds[k], expected[0])  # the conditions of the same window
+    assert seen == set(range(len(split)))  # every sequence comes up
+    starts = {_find(split, frames[k])[1] for k in range(0, 200, 3)}
+    assert starts == {0, 1, 2, 3}  # every start that fits 5 of 8 frames
+
+
+@pytest.mark.parametrize("source", ["shards", "device", "workers"])
+def test_every_source_gives_an_epoch_of_seeded_batches(shards, source):
+    def epoch(e, rank=0):
+        batches = TrainBatches(shards, batch=4, length=5, steps=3, seed=1,
+                               device=torch.device("cpu"), rank=rank, workers=2, source=source)
+        return list(batches.epoch(e))
+    first = epoch(0)
+    assert len(first) == 3 and first[0][0].shape == (4, 5, 3, 64, 64)
+    again = epoch(0)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(epoch(1)[0][1], first[0][1])  # another epoch, other windows
+    assert not torch.equal(epoch(0, rank=1)[0][1], first[0][1])  # another rank too
+    split = Split(shards, "train")
+    for frames, _ in first:
+        for window in frames:
+            _find(split, window)
+
+
+def test_seeded_generators_depend_on_every_key():
+    draws = {keys: torch.rand(1, generator=seeded_generator(*keys)).item()
+             for keys in [(1, 0), (1, 1), (2, 0), (1, 0, 1)]}
+    assert len(set(draws.values())) == 4
+    assert torch.rand(1, generator=seeded_generator(1, 0)).item() == draws[(1, 0)]
