@@ -42,12 +42,11 @@ class Scores:
 
 
 def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`. On CUDA the
-    channels are stored last (each frame, and any run of frames flattened to a batch, is a
-    channels_last image), the layout its convolutions run fastest on."""
+    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`, channels stored
+    last: each frame, and any run of frames flattened to a batch, is a channels_last image,
+    the layout the convolutions run fastest on (see `cvae.training.prepare_model`)."""
     frames = frames.to(device, non_blocking=True).transpose(0, 1)
-    if device.type == "cuda":
-        frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     return frames.float().div_(255)
 
 
@@ -92,45 +91,65 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
              device: torch.device, seed: int, samples: int = 1, posterior: bool = True,
              keep: int = 4) -> Scores:
     """Score the first `n_past + n_future` frames of every sequence of `split`, `samples` prior
-    draws each. `batch_size` counts sequences; a batch runs `batch_size * samples` rollouts."""
+    draws each. `batch_size` counts sequences; a batch runs `batch_size * samples` rollouts.
+    A batch too big for the GPU is retried in halves, down to one sequence."""
     was_training = model.training
     model.eval()
-    length = n_past + n_future
     scores: dict[str, list] = {}
     saved: dict[str, list] = {}
-    for start in range(0, len(split), batch_size):
+    start = 0
+    while start < len(split):
         indices = np.arange(start, min(start + batch_size, len(split)))
-        frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
-        frames = to_model_frames(frames_u8, device)  # (T, B, C, H, W)
-        conds = conds.transpose(0, 1).to(device)
-        B = len(indices)
-        # One more draw than samples: the last is the posterior's.
-        noise = prior_noise(seed, indices, samples + 1, length - 1, model.latent_size).to(device)
-        preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
-        preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
-        truth = frames[n_past:]
-        batch, best = _score_samples(preds, truth)
-        last = frames[n_past - 1].expand_as(truth)
-        batch["baseline_psnr"], batch["baseline_ssim"] = psnr(last, truth), ssim(last, truth)
-        if posterior:
-            with autocast(device):
-                post = rollout(model, frames, conds, n_past, teacher_forcing=False,
-                               noise=noise[samples]).frames
-            post = post[n_past - 1:].float().clamp(0, 1)
-            batch["posterior_psnr"], batch["posterior_ssim"] = psnr(post, truth), ssim(post, truth)
+        try:
+            batch, views = _evaluate_batch(model, split, indices, n_past, n_future, device, seed,
+                                           samples, posterior, save=start < keep)
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2  # the scores do not depend on the batch size: retry smaller
+            torch.cuda.empty_cache()
+            print(f"evaluate: out of GPU memory, going on with batches of {batch_size}")
+            continue
         for name, value in batch.items():
             scores.setdefault(name, []).append(value.T.cpu())  # (B, n_future)
-        if start < keep:
-            views = {"truth": frames_u8,
-                     "best": _to_uint8(preds[best, :, torch.arange(B)]),  # (B, n_future, ...)
-                     "samples": _to_uint8(preds[: min(2, samples)].permute(2, 0, 1, 3, 4, 5))}
-            if posterior:
-                views["posterior"] = _to_uint8(post.transpose(0, 1))
-            for name, value in views.items():
-                saved.setdefault(name, []).append(value)
+        for name, value in views.items():
+            saved.setdefault(name, []).append(value)
+        start += len(indices)
     model.train(was_training)
     return Scores({name: torch.cat(v).numpy() for name, v in scores.items()},
                   {name: torch.cat(v)[:keep].numpy() for name, v in saved.items()})
+
+
+def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, samples, posterior,
+                    save: bool) -> tuple[dict, dict]:
+    """Scores (n_future, B) of sequences `indices`, and their frames for the report if `save`."""
+    length = n_past + n_future
+    frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
+    frames = to_model_frames(frames_u8, device)  # (T, B, C, H, W)
+    conds = conds.transpose(0, 1).to(device)
+    B = len(indices)
+    # One more draw than samples: the last is the posterior's.
+    noise = prior_noise(seed, indices, samples + 1, length - 1, model.latent_size).to(device)
+    preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
+    preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
+    truth = frames[n_past:]
+    batch, best = _score_samples(preds, truth)
+    last = frames[n_past - 1].expand_as(truth)
+    batch["baseline_psnr"], batch["baseline_ssim"] = psnr(last, truth), ssim(last, truth)
+    if posterior:
+        with autocast(device):
+            post = rollout(model, frames, conds, n_past, teacher_forcing=False,
+                           noise=noise[samples]).frames
+        post = post[n_past - 1:].float().clamp(0, 1)
+        batch["posterior_psnr"], batch["posterior_ssim"] = psnr(post, truth), ssim(post, truth)
+    views = {}
+    if save:
+        views = {"truth": frames_u8,
+                 "best": _to_uint8(preds[best, :, torch.arange(B)]),  # (B, n_future, ...)
+                 "samples": _to_uint8(preds[: min(2, samples)].permute(2, 0, 1, 3, 4, 5))}
+        if posterior:
+            views["posterior"] = _to_uint8(post.transpose(0, 1))
+    return batch, views
 
 
 def _score_samples(preds: torch.Tensor, truth: torch.Tensor) -> tuple[dict, torch.Tensor]:

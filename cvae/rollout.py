@@ -75,9 +75,10 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
         else:
             x_hat = model.decode(h_pred, skips, conds[t - 1], z_maps)
             outputs.append((t, x_hat))
-            h_in, fed_skips = model.encode(x_hat, conds[t])
-            if model.cfg.last_frame_skip:
-                skips = fed_skips
+            if t < T - 1:  # the last prediction feeds nothing
+                h_in, fed_skips = model.encode(x_hat, conds[t])
+                if model.cfg.last_frame_skip:
+                    skips = fed_skips
     outputs += _decode_deferred(model, deferred, conds)
     predictions = torch.stack([x for _, x in sorted(outputs, key=lambda item: item[0])])
     mu, logvar, prior_mu, prior_logvar = (torch.stack(s) for s in zip(*stats))

@@ -12,7 +12,7 @@ import pandas as pd
 from cvae.data.shards import Split, read_meta
 from cvae.evaluation import evaluate
 from cvae.runtime import load_checkpoint, reuse_freed_memory, select_device
-from cvae.training import build_model
+from cvae.training import build_model, prepare_model
 from pipeline._cli import params
 
 
@@ -28,7 +28,7 @@ def main():
     cfg = p.eval
     device = select_device()
     reuse_freed_memory()
-    model = build_model(p, read_meta(args.shards)).to(device)
+    model = prepare_model(build_model(p, read_meta(args.shards)), device, compile_=False)
     model.load_state_dict(load_checkpoint(args.checkpoint, device)["model"])
     scores = evaluate(model, Split(args.shards, "test"), cfg.n_past, cfg.n_future, cfg.batch_size,
                       device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep)

@@ -1,6 +1,8 @@
-"""Stage `train`: SVG on shards/, checkpoints in models/, logs in logs/train/."""
+"""Stage `train`: SVG on shards/, checkpoints in models/, logs in logs/train/. Also runs as
+`torchrun --nproc_per_node K -m pipeline.train` (DistributedDataParallel)."""
 import argparse
 import json
+import os
 from pathlib import Path
 
 from cvae.training import train
@@ -15,6 +17,8 @@ def main():
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     args = parser.parse_args()
     summary = train(params(), args.shards, args.models, args.logs)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 writes
+        return
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -66,3 +66,26 @@ def test_svgs_per_channel_psnr_averages_channels_and_is_never_lower():
     assert psnr(x, y).item() == pytest.approx(10 * np.log10(3 / 1e-2), abs=1e-3)
     a, b = torch.rand(5, 3, 8, 8), torch.rand(5, 3, 8, 8)
     assert torch.all(psnr_per_channel(a, b) >= psnr(a, b) - 1e-5)
+
+
+def test_a_batch_too_big_for_the_gpu_is_retried_smaller(tiny_model_cfg, split, monkeypatch,
+                                                        capsys):
+    import cvae.evaluation as evaluation
+    real, sizes = evaluation._evaluate_batch, []
+
+    def limited(model, split_, indices, *args, **kwargs):  # "GPU memory" for 2 sequences
+        sizes.append(len(indices))
+        if len(indices) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(model, split_, indices, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_evaluate_batch", limited)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    model, cpu = SVG(tiny_model_cfg), torch.device("cpu")
+    scores = evaluate(model, split, 2, 4, batch_size=5, device=cpu, seed=0, samples=2, keep=3)
+    assert sizes == [5, 2, 2, 1] and "batches of 2" in capsys.readouterr().out
+    monkeypatch.setattr(evaluation, "_evaluate_batch", real)
+    whole = evaluate(model, split, 2, 4, batch_size=5, device=cpu, seed=0, samples=2, keep=3)
+    for name, value in whole.scores.items():
+        np.testing.assert_allclose(scores.scores[name], value, rtol=1e-5)
+    assert np.array_equal(scores.saved["truth"], whole.saved["truth"])
