@@ -1,6 +1,7 @@
 """Training-step and sampling throughput against SVG's per-frame loop, measured in one run.
 
     python benchmarks/train_step.py [--device cuda] [--repeat 3] [--compile] [--shards shards]
+                                    [--configs lab,default] [--lab-batch 64]
 
 For the lab's sizes (width 1.0: 64..512 channels, g_dim 128, z_dim 64, LSTMs 256) and the CPU
 defaults of params.yaml, both at 64x64 with 2 conditioning + 10 predicted frames, and for
@@ -54,6 +55,7 @@ def main():
                         help="prepared shards, for the step time with real data")
     parser.add_argument("--lab-batch", type=int, default=None,
                         help="batch at the lab's sizes (default: 4 on CPU, 64 on CUDA)")
+    parser.add_argument("--configs", default="lab,default", help="which sizes to time")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -63,7 +65,8 @@ def main():
     configs = {"lab": (LAB, args.lab_batch or (64 if cuda else 4)),
                "default": (defaults.model, defaults.train.batch_size)}
     rows = []
-    for name, (cfg, batch) in configs.items():
+    for name in args.configs.split(","):
+        cfg, batch = configs[name]
         for teacher_forcing in (True, False):
             rows.append(measure_step(name, cfg, batch, teacher_forcing, device, args))
             print(format_row(rows[-1]), flush=True)
