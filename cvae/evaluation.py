@@ -25,7 +25,7 @@ from cvae.data.shards import Split
 from cvae.metrics import psnr, psnr_per_channel, ssim
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
-from cvae.runtime import autocast
+from cvae.runtime import autocast, seeded_generator
 
 
 @dataclass
@@ -78,11 +78,8 @@ def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torc
     """The standard normal draws behind the prior samples, (N, steps, B, size). Each sequence has
     its own generator, seeded by (seed, its index), so the samples are the same every run and
     however the sequences are batched."""
-    draws = []
-    for index in indices:
-        state = np.random.SeedSequence([seed, int(index)]).generate_state(1)[0]
-        generator = torch.Generator().manual_seed(int(state))
-        draws.append(torch.randn(samples, steps, size, generator=generator))
+    draws = [torch.randn(samples, steps, size, generator=seeded_generator(seed, index))
+             for index in indices]
     return torch.stack(draws, dim=2)
 
 

@@ -58,6 +58,12 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def seeded_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator whose stream depends on every key (e.g. seed, epoch, rank) and nothing else."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0]
+    return torch.Generator(device).manual_seed(int(state))
+
+
 def set_seed(seed: int, rank: int = 0) -> None:
     """Seed every generator we use; distributed ranks get distinct streams."""
     seed = seed + rank

@@ -54,10 +54,9 @@ class Objective(nn.Module):
         with autocast(frames.device) if self.mixed_precision else contextlib.nullcontext():
             out = self.rollout_fn(self.model, frames, conds, n_past,
                                   teacher_forcing=teacher_forcing)
-        learned = self.model.prior is not None
-        prior = (out.prior_mu.float(), out.prior_logvar.float()) if learned else ()
-        return sequence_loss(out.frames.float(), frames[1:], out.mu.float(),
-                             out.logvar.float(), beta, *prior)
+        # The rollout's prior is N(0, I) (zeros) for SVG-FP, the learned one for SVG-LP.
+        return sequence_loss(out.frames.float(), frames[1:], out.mu.float(), out.logvar.float(),
+                             beta, out.prior_mu.float(), out.prior_logvar.float())
 
 
 def train_step(objective: nn.Module, optimizer, frames, conds, *, n_past, beta, teacher_forcing,
@@ -72,10 +71,8 @@ def train_step(objective: nn.Module, optimizer, frames, conds, *, n_past, beta, 
     optimizer.step()
     terms = torch.stack([loss, mse, kl]).detach()
     if dist.is_initialized():
-        dist.all_reduce(terms, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else
-                        dist.ReduceOp.SUM)
-        if dist.get_backend() != "nccl":  # gloo has no AVG
-            terms /= dist.get_world_size()
+        dist.all_reduce(terms)  # a sum: gloo has no average
+        terms /= dist.get_world_size()
     return dict(zip(("loss", "mse", "kl"), terms.tolist()))
 
 

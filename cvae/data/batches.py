@@ -19,14 +19,9 @@ import numpy as np
 import torch
 
 from cvae.data.shards import Split
+from cvae.runtime import seeded_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # frames (B, L, C, H, W) uint8, conditions (B, L, c)
-
-
-def seeded_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator whose stream depends on every key (e.g. seed, epoch, rank) and nothing else."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0]
-    return torch.Generator(device).manual_seed(int(state))
 
 
 class DeviceSplit:
@@ -80,8 +75,12 @@ class TrainBatches:
         if source == "auto" and device.type == "cuda":
             size = sum(f.nbytes + c.nbytes for f, c in zip(split.frames, split.conditions))
             source = "device" if fits_on_device(size, device) else "workers"
-        self.source = {"device": lambda: DeviceSplit(split, device), "workers": lambda: None,
-                       "shards": lambda: split, "auto": lambda: split}[source]()
+        # What cuts the windows: the split in this process, on the device, or (None) the workers.
+        self.source = split
+        if source == "device":
+            self.source = DeviceSplit(split, device)
+        elif source == "workers":
+            self.source = None
 
     @property
     def where(self) -> str:

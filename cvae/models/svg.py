@@ -153,10 +153,10 @@ class GaussianLSTM(LSTM):
         h, state = self._run_cells(x, state)
         return self.mu(h), self.logvar(h), state
 
-    def forward(self, x: torch.Tensor, state: LSTMState, eps: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state: LSTMState):
         """A reparameterised sample, mu, logvar, and the new state."""
         mu, logvar, state = self.distribution(x, state)
-        return reparameterize(mu, logvar, eps), mu, logvar, state
+        return reparameterize(mu, logvar), mu, logvar, state
 
 
 class LatentMaps(nn.Module):
