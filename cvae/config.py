@@ -45,8 +45,24 @@ class BairPngConfig:
 
 
 @dataclass(frozen=True)
+class DanceDataConfig:
+    """The dance track's sequence lengths, and where the course's folders are (lab4-folders)."""
+
+    train_vi_len: int = 16  # frames per training clip
+    val_vi_len: int = 630  # frames per validation (and, for sim-dance, test) sequence
+    root: str = "lab4_dance"  # lab4-folders: holds train/, val/, test/
+
+    def check(self):
+        _positive(self, "train_vi_len", "val_vi_len", prefix="data.dance")
+        _require(self.train_vi_len >= 2, "data.dance.train_vi_len", "must be >= 2 (a frame and a prediction)")
+
+
+DANCE_SOURCES = ("sim-dance", "lab4-folders")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: Literal["sim-push", "sample", "bair", "bair-png"] = "sim-push"
+    source: Literal["sim-push", "sample", "bair", "bair-png", "sim-dance", "lab4-folders"] = "sim-push"
     seed: int = 0
     num_train: int = 384
     num_val: int = 32
@@ -58,11 +74,32 @@ class DataConfig:
     skip_bad_records: bool = False  # count and skip corrupt TFRecords instead of stopping
     bair: BairConfig = field(default_factory=BairConfig)
     bair_png: BairPngConfig = field(default_factory=BairPngConfig)
+    dance: DanceDataConfig = field(default_factory=DanceDataConfig)
+
+    @property
+    def track(self) -> str:
+        """robot (action-conditioned, SVG) or dance (pose-conditioned, the 2024 lab)."""
+        return "dance" if self.source in DANCE_SOURCES else "robot"
 
     def check(self):
         _positive(self, "num_train", "num_val", "num_test", "seq_len", "shard_size")
-        _require(self.image_size == 64, "data.image_size", "the SVG encoder is built for 64")
+        _require(self.image_size == 64, "data.image_size",
+                 "the SVG encoder is built for 64 (the dance track is always 32 x 64)")
         _require(self.workers >= 0, "data.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DanceModelConfig:
+    """The dance model's widths, named as the course names them (channels of full-resolution
+    feature maps): frame features, label features, latent, decoder-fusion output."""
+
+    F_dim: int = 24
+    L_dim: int = 12
+    N_dim: int = 4
+    D_out_dim: int = 32
+
+    def check(self):
+        _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,7 @@ class ModelConfig:
     # map at the next decoder resolution (2: 8x8, 3: 8x8 and 16x16, ... 5: up to 64x64)
     levels: int = 1
     level_channels: int = 4  # channels of each latent map
+    dance: DanceModelConfig = field(default_factory=DanceModelConfig)  # the dance track's model
 
     def check(self):
         _require(0 < self.width <= 4, "model.width", "must be in (0, 4]")
@@ -181,11 +219,18 @@ class Params:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def check(self):
-        window = self.data.seq_len
-        for section in ("train", "eval"):
-            cfg = getattr(self, section)
-            _require(cfg.n_past + cfg.n_future <= window, f"{section}.n_future",
-                     f"n_past + n_future must fit in data.seq_len ({window})")
+        if self.data.track == "dance":
+            # The dance protocol: one true frame, then labels only; eval rolls out whole sequences.
+            clip = self.data.dance.train_vi_len
+            _require(self.train.n_past == 1, "train.n_past", "must be 1 on the dance track")
+            _require(self.train.n_past + self.train.n_future <= clip, "train.n_future",
+                     f"n_past + n_future must fit in data.dance.train_vi_len ({clip})")
+        else:
+            window = self.data.seq_len
+            for section in ("train", "eval"):
+                cfg = getattr(self, section)
+                _require(cfg.n_past + cfg.n_future <= window, f"{section}.n_future",
+                         f"n_past + n_future must fit in data.seq_len ({window})")
         _require(self.report.sequence < self.eval.keep, "report.sequence",
                  f"must be < eval.keep ({self.eval.keep}), the sequences evaluate saves")
 

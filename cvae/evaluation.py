@@ -50,6 +50,14 @@ def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
     return frames.float().div_(255)
 
 
+def to_model_conditions(conds: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Conditions of a batch, time first on `device`: vectors (B, T, c) -> (T, B, c); label
+    images (B, T, C, H, W) uint8 -> model frames, as `to_model_frames`."""
+    if conds.dtype == torch.uint8:
+        return to_model_frames(conds, device)
+    return conds.to(device, non_blocking=True).transpose(0, 1)
+
+
 def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return (frames.clamp(0, 1) * 255).round().byte().cpu()
 

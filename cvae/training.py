@@ -25,9 +25,12 @@ from tqdm import tqdm
 
 from cvae.config import Params
 from cvae.data.batches import TrainBatches, seeded_generator
+from cvae import dance_rollout
+from cvae.dance_evaluation import evaluate_dance
 from cvae.data.shards import Split, read_meta
-from cvae.evaluation import evaluate, to_model_frames
+from cvae.evaluation import evaluate, to_model_conditions, to_model_frames
 from cvae.losses import sequence_loss
+from cvae.models.dance import DanceCVAE
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
 from cvae.runtime import (autocast, init_distributed, load_checkpoint, reuse_freed_memory,
@@ -42,12 +45,15 @@ EPOCH_COLUMNS = ["epoch", "step", "loss", "mse", "kl", "beta", "tfr", "val_psnr"
 class Objective(nn.Module):
     """The training loss of a batch as a module: (frames, conds) -> (loss, mse, kl).
 
-    A module, so that DistributedDataParallel can wrap the whole step. `rollout_fn` is
-    `cvae.rollout.rollout`, or `cvae.reference.per_frame_rollout` to measure against;
-    `mixed_precision` False keeps CUDA in fp32 too (the reference's precision)."""
+    A module, so that DistributedDataParallel can wrap the whole step. `rollout_fn` is the
+    model's track's rollout (`cvae.rollout.rollout` or `cvae.dance_rollout.rollout`), or
+    `cvae.reference.per_frame_rollout` to measure against; `mixed_precision` False keeps CUDA in
+    fp32 too (the reference's precision)."""
 
-    def __init__(self, model: SVG, rollout_fn=rollout, mixed_precision: bool = True):
+    def __init__(self, model: SVG | DanceCVAE, rollout_fn=None, mixed_precision: bool = True):
         super().__init__()
+        if rollout_fn is None:
+            rollout_fn = dance_rollout.rollout if isinstance(model, DanceCVAE) else rollout
         self.model, self.rollout_fn, self.mixed_precision = model, rollout_fn, mixed_precision
 
     def forward(self, frames, conds, n_past: int, teacher_forcing: bool, beta: float):
@@ -85,19 +91,41 @@ def fingerprint(params: Params, meta: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_model(params: Params, meta: dict) -> SVG:
-    return SVG(params.model, cond_dim=len(meta["condition_names"]), channels=meta["frame_shape"][1])
+def build_model(params: Params, meta: dict) -> SVG | DanceCVAE:
+    """The model of the data's track: SVG (robot) or the pose-conditioned dance model."""
+    channels, *size = meta["frame_shape"][1:]
+    if meta.get("track") == "dance":
+        return DanceCVAE(params.model.dance, channels, tuple(size))
+    return SVG(params.model, cond_dim=len(meta["condition_names"]), channels=channels)
 
 
-def prepare_model(model: SVG, device: torch.device, compile_: bool) -> SVG:
+def prepare_model(model: SVG | DanceCVAE, device: torch.device, compile_: bool):
     """Move to `device` with channels_last weights (cuDNN's and oneDNN's fastest layout: 10-25%
-    off a CPU step at the default sizes); optionally compile the encoder and decoder, where
+    off a CPU step at the default sizes); optionally compile the convolutional parts, where
     nearly all the time goes."""
     model = model.to(device, memory_format=torch.channels_last)
     if compile_:
-        model.encoder.compile()
-        model.decoder.compile()
+        for module in _convolutional(model):
+            module.compile()
     return model
+
+
+def _convolutional(model) -> list[nn.Module]:
+    if isinstance(model, SVG):
+        return [model.encoder, model.decoder]
+    return [model.frame_encoder, model.label_encoder, model.fusion, model.generator]
+
+
+def validate(model, split: Split, cfg, device: torch.device) -> dict:
+    """Validation scores (psnr, ssim, baseline_psnr), the same prior samples every epoch: the
+    robot protocol (n_past -> n_future), or the dance one (the whole sequence from its first
+    frame, beside copying that frame)."""
+    if isinstance(model, DanceCVAE):
+        scores, _ = evaluate_dance(model, split, batch_size=cfg.batch_size, device=device,
+                                   seed=cfg.seed, samples=1, posterior=False)
+        return scores.summary()
+    return evaluate(model, split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
+                    device=device, seed=cfg.seed, samples=1, posterior=False, keep=0).summary()
 
 
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
@@ -146,7 +174,8 @@ def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> 
             beta = kl_beta(cfg.kl, epoch if cfg.kl.unit == "epoch" else state["step"])
             teacher_forced = bool(torch.rand(1, generator=coins) < tfr)  # one coin per batch
             result = train_step(
-                objective, optimizer, to_model_frames(frames_u8, device), conds.transpose(0, 1),
+                objective, optimizer, to_model_frames(frames_u8, device),
+                to_model_conditions(conds, device),
                 n_past=cfg.n_past, beta=beta, teacher_forcing=teacher_forced,
                 grad_clip=cfg.grad_clip,
             )
@@ -184,11 +213,10 @@ def _end_epoch(model, optimizer, params, key, state, rng, val_split, cfg, device
                logs, train_terms, say):
     """Validate (the lab protocol, the same prior samples every epoch), log, checkpoint."""
     epoch = state["epoch"] - 1
-    val = evaluate(model, val_split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
-                   device=device, seed=cfg.seed, samples=1, posterior=False, keep=0).summary()
+    val = validate(model, val_split, cfg, device)
     logs.epoch({"epoch": epoch, "step": state["step"], **train_terms, "val_psnr": val["psnr"],
                 "val_ssim": val["ssim"], "val_baseline_psnr": val["baseline_psnr"]})
-    say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (copy-last {val['baseline_psnr']:.2f})"
+    say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (baseline {val['baseline_psnr']:.2f})"
         f" ssim {val['ssim']:.3f}")
     if val["psnr"] > state["best_psnr"]:
         state.update(best_psnr=val["psnr"], best_epoch=epoch)

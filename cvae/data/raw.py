@@ -3,6 +3,7 @@
 Every source ends as `raw/source.json`, which says where the sequences are and in which format:
   {"format": "tfrecords", "path": ...}    BAIR's TFRecord tree, as a tar or a folder
   {"format": "png-folders", "path": ...}  the course's PNG layout
+  {"format": "lab4-folders", "path": ...} the 2024 lab's dance layout (frames + label images)
 plus what identifies the content (size, checksum, file listing), so that DVC re-runs `prepare`
 when the content changes. Paths are relative to raw/, so the file is the same on every machine.
 
@@ -10,6 +11,8 @@ when the content changes. Paths are relative to raw/, so the file is the same on
   sample    the committed tar data/bair-sample.tar (simulated sequences in BAIR's real format)
   bair      the published tar, downloaded (resumably) to data.bair.tar and read in place
   bair-png  the course's folders at data.bair_png.root, read in place
+  sim-dance renders the dance set with pybullet into raw/ in the 2024 lab's layout
+  lab4-folders  the 2024 lab's dance folders at data.dance.root, read in place
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cvae.config import DataConfig
-from cvae.data import bair, png_folders
+from cvae.data import bair, lab4_folders, png_folders
 from cvae.data.http import fetch, file_sha256
 
 SPLITS = ("train", "val", "test")
@@ -55,10 +58,18 @@ def download(cfg: DataConfig, out: Path, sample_tar: Path) -> dict:
     elif cfg.source == "bair":
         tar = fetch(cfg.bair.url, Path(cfg.bair.tar), cfg.bair.size, cfg.bair.sha256)
         manifest = tar_manifest(tar, out, cfg.bair.sha256)  # fetch verified it
-    else:  # bair-png
+    elif cfg.source == "bair-png":
         root = Path(cfg.bair_png.root)
         manifest = {"format": "png-folders", "path": os.path.relpath(root, out),
                     **png_listing(root)}
+    elif cfg.source == "sim-dance":
+        generate_sim_dance(cfg, {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test},
+                           out)
+        manifest = {"format": "lab4-folders", "path": ".", **dance_lengths(cfg)}
+    else:  # lab4-folders
+        root = Path(cfg.dance.root)
+        manifest = {"format": "lab4-folders", "path": os.path.relpath(root, out),
+                    **dance_lengths(cfg), **lab4_listing(root)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -84,6 +95,23 @@ def png_listing(root: Path) -> dict:
     return {"counts": counts, "listing_sha256": digest.hexdigest()}
 
 
+def dance_lengths(cfg: DataConfig) -> dict:
+    return {"train_vi_len": cfg.dance.train_vi_len, "val_vi_len": cfg.dance.val_vi_len}
+
+
+def lab4_listing(root: Path) -> dict:
+    """Checks the dance layout up front (every error before any image is read) and digests
+    every file's name, size and mtime, so DVC sees any change to the folders."""
+    digest, counts = hashlib.sha256(), {}
+    for split in SPLITS:
+        runs = lab4_folders.split_pairs(root, split)
+        counts[split] = sum(len(images) for images, _ in runs)
+        for file in (f for run in runs for files in run for f in files):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return {"image_counts": counts, "listing_sha256": digest.hexdigest()}
+
+
 def read_manifest(raw_dir: Path) -> dict:
     path = Path(raw_dir) / MANIFEST
     if not path.is_file():
@@ -93,12 +121,21 @@ def read_manifest(raw_dir: Path) -> dict:
 
 def read_sequences(raw_dir: Path, seq_len: int, skip_bad_records: bool = False,
                    bad: Counter | None = None):
-    """Yield (split, (frames, actions, positions)) for every sequence the manifest points to."""
+    """Yield (split, frames (T, H, W, 3) uint8, conditions) for every sequence the manifest
+    points to. Conditions are (T, 7) float vectors on the robot track (action, then end-effector
+    position) and (T, H, W, 3) uint8 label images on the dance track."""
     manifest = read_manifest(raw_dir)
     path = Path(raw_dir) / manifest["path"]
+    if manifest["format"] == "lab4-folders":
+        yield from lab4_folders.read_sequences(path, manifest["train_vi_len"],
+                                               manifest["val_vi_len"])
+        return
     if manifest["format"] == "png-folders":
-        return png_folders.read_sequences(path, seq_len)
-    return bair.read_sequences(path, seq_len, skip_bad_records, bad)
+        robot = png_folders.read_sequences(path, seq_len)
+    else:
+        robot = bair.read_sequences(path, seq_len, skip_bad_records, bad)
+    for split, (frames, actions, positions) in robot:
+        yield split, frames, np.concatenate([actions, positions], axis=-1)
 
 
 def generate_sim_push(cfg: DataConfig, counts: dict[str, int], out: Path) -> None:
@@ -135,6 +172,32 @@ def _render_chunk(task) -> list:
         seq = generate_sequence(sequence_seed(base_seed, split, start + i), seq_len, image_size)
         sequences.append((seq["frames"], seq["actions"], seq["positions"]))
     return sequences
+
+
+def generate_sim_dance(cfg: DataConfig, counts: dict[str, int], out: Path) -> None:
+    """Render every split's dance sequences on all cores, written in the lab's folder layout:
+    training clips of train_vi_len frames, validation and test sequences of val_vi_len."""
+    lengths = {"train": cfg.dance.train_vi_len, "val": cfg.dance.val_vi_len,
+               "test": cfg.dance.val_vi_len}
+    tasks = [(sequence_seed(cfg.seed, split, i), lengths[split])
+             for split, count in counts.items() for i in range(count)]
+    splits = [split for split, count in counts.items() for _ in range(count)]
+    next_index = Counter()
+    with ProcessPoolExecutor(cfg.workers or os.cpu_count() or 1) as pool, \
+            tqdm(total=sum(c * lengths[s] for s, c in counts.items()), desc="sim-dance",
+                 unit="frame") as bar:
+        # chunksize: train clips are short, so hand them out several at a time.
+        for split, seq in zip(splits, pool.map(_render_dance, tasks, chunksize=4)):
+            next_index[split] = lab4_folders.write_sequences(
+                out, split, [(seq["frames"], seq["labels"])], next_index[split])
+            bar.update(len(seq["frames"]))
+
+
+def _render_dance(task) -> dict:
+    from cvae.data.sim_dance import generate_sequence  # imported in the worker: pybullet is heavy
+
+    seed, length = task
+    return generate_sequence(seed, length)
 
 
 def make_sample(cfg: DataConfig, counts: dict[str, int], tar_path: Path) -> None:

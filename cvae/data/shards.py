@@ -1,8 +1,15 @@
 """Tensor shards: the only form of the data that training and evaluation read.
 
 `shards/<split>/frames-NNNNN.npy`      (n, T, 3, H, W) uint8, channels first as torch wants them
-`shards/<split>/conditions-NNNNN.npy`  (n, T, 7) float32: action (4) then end-effector position (3)
-`shards/meta.json`                     counts, shapes, condition mean/std (train split), sha256s
+`shards/<split>/conditions-NNNNN.npy`  robot track: (n, T, 7) float32, action (4) then
+                                       end-effector position (3); dance track: (n, T, 3, H, W)
+                                       uint8 pose label images
+`shards/meta.json`                     track, counts, shapes, condition mean/std (robot, train
+                                       split), sha256s
+
+On the dance track the splits differ in length (training clips, long validation and test
+sequences), and a test split of the course's folders has only each sequence's first frame:
+`frame_lengths` and `condition_lengths` in meta.json say so per split.
 
 Plain `.npy` files: self-describing and memory-mapped with `np.load(mmap_mode="r")`, so a batch of
 windows touches only the bytes it needs and nothing is decoded while training.
@@ -51,23 +58,29 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
     writers = {split: ShardWriter(out / split, shard_size) for split in SPLITS}
     bad = Counter()
     sequences = read_sequences(raw_dir, seq_len, skip_bad_records, bad)
-    for split, (frames, actions, positions) in tqdm(sequences, desc="prepare", unit="seq"):
-        writers[split].add(frames, np.concatenate([actions, positions], axis=-1))
+    for split, frames, conditions in tqdm(sequences, desc="prepare", unit="seq"):
+        writers[split].add(frames, conditions)
     for split, writer in writers.items():
         writer.close()
         if writer.count == 0:
             raise ValueError(f"{raw_dir}: the {split} split has no sequences")
-    mean, std = _condition_stats(out / "train")
+    train = writers["train"]
     meta = {
+        "track": "dance" if train.image_conditions else "robot",
         "source": read_manifest(raw_dir),
         "counts": {split: w.count for split, w in writers.items()},
         "bad_records": {split: bad[split] for split in SPLITS},
-        "frame_shape": [seq_len, 3, *writers["train"].frame_size],
-        "condition_names": CONDITION_NAMES,
-        "condition_mean": mean.tolist(),
-        "condition_std": std.tolist(),
+        "frame_shape": [train.lengths[0], 3, *train.frame_size],
+        "frame_lengths": {split: w.lengths[0] for split, w in writers.items()},
+        "condition_lengths": {split: w.lengths[1] for split, w in writers.items()},
         "shards": {split: w.files for split, w in writers.items()},
     }
+    if train.image_conditions:
+        meta["condition_names"] = ["label_image"]
+    else:
+        mean, std = _condition_stats(out / "train")
+        meta.update(condition_names=CONDITION_NAMES, condition_mean=mean.tolist(),
+                    condition_std=std.tolist())
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if sum(bad.values()):
         print(f"skipped {sum(bad.values())} bad records: {dict(bad)}")
@@ -75,18 +88,30 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
 
 
 class ShardWriter:
-    """Collects one split's sequences and writes them `shard_size` at a time."""
+    """Collects one split's sequences and writes them `shard_size` at a time. Every sequence
+    of a split has the same lengths (frames, conditions): a shard is one array."""
 
     def __init__(self, folder: Path, shard_size: int):
         self.folder, self.shard_size = folder, shard_size
         self.folder.mkdir(parents=True)
         self.frames, self.conditions, self.files, self.count = [], [], [], 0
-        self.frame_size = None
+        self.frame_size = self.lengths = None
+        self.image_conditions = False
 
     def add(self, frames: np.ndarray, conditions: np.ndarray) -> None:
-        """frames (T, H, W, 3) uint8, conditions (T, 7)."""
+        """frames (T, H, W, 3) uint8; conditions (T, 7) vectors or (T', H, W, 3) label images."""
+        lengths = (len(frames), len(conditions))
+        if self.lengths not in (None, lengths):
+            raise ValueError(f"{self.folder.name}: a sequence of {lengths[0]} frames and "
+                             f"{lengths[1]} conditions among ones of {self.lengths[0]} and "
+                             f"{self.lengths[1]}: every sequence of a split must match")
+        self.lengths = lengths
         self.frames.append(frames.transpose(0, 3, 1, 2))  # channels first, as torch wants
-        self.conditions.append(conditions.astype(np.float32))
+        self.image_conditions = conditions.ndim == 4
+        if self.image_conditions:
+            self.conditions.append(conditions.transpose(0, 3, 1, 2))
+        else:
+            self.conditions.append(conditions.astype(np.float32))
         self.frame_size = list(frames.shape[1:3])
         self.count += 1
         if len(self.frames) == self.shard_size:
@@ -131,25 +156,32 @@ class Split:
         folder = Path(shards_dir) / split
         self.frames = [np.load(folder / f["frames"], mmap_mode="r") for f in meta["shards"][split]]
         self.conditions = [np.load(folder / f["conditions"], mmap_mode="r") for f in meta["shards"][split]]
-        self.mean = torch.tensor(meta["condition_mean"], dtype=torch.float32)
-        self.std = torch.tensor(meta["condition_std"], dtype=torch.float32)
+        self.label_images = meta.get("track") == "dance"
+        if not self.label_images:
+            self.mean = torch.tensor(meta["condition_mean"], dtype=torch.float32)
+            self.std = torch.tensor(meta["condition_std"], dtype=torch.float32)
         sizes = [len(f) for f in self.frames]
         self.offsets = np.cumsum([0] + sizes)
         self.seq_len = self.frames[0].shape[1] if sizes else 0
+        # The dance track's course test split holds first frames only, beside all the labels.
+        self.condition_len = self.conditions[0].shape[1] if sizes else 0
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def windows(self, indices, starts, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (B, L, 3, H, W) uint8 and normalised conditions (B, L, 7) of the windows
-        `[start, start + length)` of sequences `indices`."""
+        """Frames (B, L, 3, H, W) uint8 and conditions of the windows `[start, start + length)`
+        of sequences `indices`: normalised vectors (B, L, 7), or label images (B, L, 3, H, W)
+        uint8. (Where a split stores fewer frames than conditions, only those come back.)"""
         frames, conds = [], []
         for index, start in zip(np.asarray(indices), np.asarray(starts)):
             shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
             local = int(index - self.offsets[shard])
             frames.append(self.frames[shard][local, start : start + length])
             conds.append(self.conditions[shard][local, start : start + length])
-        conds = (torch.from_numpy(np.stack(conds)) - self.mean) / self.std
+        conds = torch.from_numpy(np.stack(conds))
+        if not self.label_images:
+            conds = (conds - self.mean) / self.std
         return torch.from_numpy(np.stack(frames)), conds
 
     def random_windows(self, batch: int, length: int, generator: torch.Generator):

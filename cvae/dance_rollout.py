@@ -1,0 +1,72 @@
+"""Running the dance model over a sequence: what it sees at every step.
+
+Step t (t >= 1) predicts frame t from the features of frame t-1, those of label t and z_t. Frame
+t-1 is the truth for t = 1 and under teacher forcing, else the model's own prediction. In
+training z_t comes from the posterior on the true frame t and label t; at test time from the
+prior N(0, I) (or, as an upper reference, still from the posterior).
+
+Nothing carries state from step to step but the fed frame, so under teacher forcing every step
+is known up front and the whole clip runs as one batch; only the autoregressive path loops.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from cvae.models.dance import DanceCVAE
+from cvae.models.svg import reparameterize
+from cvae.rollout import Rollout
+
+
+def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past: int = 1, *,
+            teacher_forcing: bool) -> Rollout:
+    """Training rollout of frames (T, B, C, H, W) with labels (T, B, C, H, W): predictions of
+    frames 1..T-1 and the posterior's statistics, flattened per step to (T-1, B, latent_size)
+    so that `cvae.losses.sequence_loss` treats both tracks alike (the prior is N(0, I))."""
+    if n_past != 1:
+        raise ValueError("the dance model conditions on one frame: n_past must be 1")
+    T, B = frames.shape[:2]
+    frame_features = _batched(model.frame_encoder, frames)  # (T, B, F, H, W)
+    label_features = _batched(model.label_encoder, labels[1:])  # (T-1, B, L, H, W)
+    mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
+        frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
+    z = reparameterize(mu, logvar)
+    if teacher_forcing:
+        predictions = _batched_predict(model, frame_features[:-1], label_features, z)
+    else:
+        fed, outputs = frame_features[0], []
+        for t in range(T - 1):
+            outputs.append(model.predict(fed, label_features[t], z[t]))
+            if t < T - 2:  # the last prediction feeds nothing
+                fed = model.frame_encoder(outputs[-1])
+        predictions = torch.stack(outputs)
+    flat_mu, flat_logvar = mu.flatten(2), logvar.flatten(2)
+    zeros = torch.zeros_like(flat_mu)
+    return Rollout(predictions, flat_mu, flat_logvar, zeros, zeros)
+
+
+def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
+             latent: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The test protocol: frames 1..T-1 (T-1, B, C, H, W) from the first frame (B, C, H, W) and
+    every label (T, B, C, H, W), each prediction fed back. `latent(t, label_features)` gives
+    z_t (B, N_dim, H, W): a prior draw, or the posterior's on the true frame. One step at a time
+    (labels are encoded as they are needed), so memory does not grow with the sequence."""
+    fed, outputs = model.frame_encoder(first), []
+    for t in range(1, labels.shape[0]):
+        label_features = model.label_encoder(labels[t])
+        outputs.append(model.predict(fed, label_features, latent(t, label_features)))
+        if t < labels.shape[0] - 1:
+            fed = model.frame_encoder(outputs[-1])
+    return torch.stack(outputs)
+
+
+def _batched(module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an image module to (T, B, ...) as one batch of T*B images."""
+    return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
+def _batched_predict(model, fed, label_features, z) -> torch.Tensor:
+    T, B = fed.shape[:2]
+    return model.predict(fed.flatten(0, 1), label_features.flatten(0, 1),
+                         z.flatten(0, 1)).unflatten(0, (T, B))
