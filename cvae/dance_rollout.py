@@ -33,13 +33,14 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
     if teacher_forcing:
-        predictions = _batched_predict(model, frame_features[:-1], label_features, z)
+        predictions = _batched_predict(model, frames[:-1], frame_features[:-1], label_features, z)
     else:
-        fed, outputs = frame_features[0], []
+        fed, fed_features, outputs = frames[0], frame_features[0], []
         for t in range(T - 1):
-            outputs.append(model.predict(fed, label_features[t], z[t]))
+            fed = model.predict(fed, fed_features, label_features[t], z[t])
+            outputs.append(fed)
             if t < T - 2:  # the last prediction feeds nothing
-                fed = model.frame_encoder(outputs[-1])
+                fed_features = model.frame_encoder(fed)
         predictions = torch.stack(outputs)
     flat_mu, flat_logvar = mu.flatten(2), logvar.flatten(2)
     zeros = torch.zeros_like(flat_mu)
@@ -52,12 +53,13 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
     every label (T, B, C, H, W), each prediction fed back. `latent(t, label_features)` gives
     z_t (B, N_dim, H, W): a prior draw, or the posterior's on the true frame. One step at a time
     (labels are encoded as they are needed), so memory does not grow with the sequence."""
-    fed, outputs = model.frame_encoder(first), []
+    fed, fed_features, outputs = first, model.frame_encoder(first), []
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
-        outputs.append(model.predict(fed, label_features, latent(t, label_features)))
+        fed = model.predict(fed, fed_features, label_features, latent(t, label_features))
+        outputs.append(fed)
         if t < labels.shape[0] - 1:
-            fed = model.frame_encoder(outputs[-1])
+            fed_features = model.frame_encoder(fed)
     return torch.stack(outputs)
 
 
@@ -66,7 +68,7 @@ def _batched(module, x: torch.Tensor) -> torch.Tensor:
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
-def _batched_predict(model, fed, label_features, z) -> torch.Tensor:
+def _batched_predict(model, fed, fed_features, label_features, z) -> torch.Tensor:
     T, B = fed.shape[:2]
-    return model.predict(fed.flatten(0, 1), label_features.flatten(0, 1),
-                         z.flatten(0, 1)).unflatten(0, (T, B))
+    return model.predict(*(x.flatten(0, 1) for x in (fed, fed_features, label_features, z))
+                         ).unflatten(0, (T, B))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +18,8 @@ PREDICTED = (210, 50, 50)  # frame border: a frame the model predicted
 SCALE = 3  # GIF and grid pixels per frame pixel
 
 
-def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> None:
+def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path,
+                    baseline: str = "copy last frame") -> None:
     fig, axes = plt.subplots(1, 5, figsize=(20, 3.6))
     smooth = max(1, len(steps) // 50)
     for ax, column, title in zip(axes[:3], ["loss", "mse", "kl"],
@@ -34,7 +36,7 @@ def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> Non
     tfr_axis.set_ylabel("teacher forcing ratio", color="tab:orange")
     tfr_axis.set_ylim(-0.05, 1.05)
     axes[4].plot(epochs["epoch"], epochs["val_psnr"], marker="o", label="model")
-    axes[4].plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", label="copy last frame")
+    axes[4].plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", label=baseline)
     axes[4].set(title="validation PSNR (dB)", xlabel="epoch (from 0)")
     axes[4].legend()
     fig.tight_layout()
@@ -42,27 +44,29 @@ def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, out: Path) -> Non
     plt.close(fig)
 
 
-def per_frame_plot(per_frame: pd.DataFrame, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+def per_frame_plot(per_frame: pd.DataFrame, out: Path, baseline: str = "copy last frame",
+                   title: str = "Test PSNR per predicted frame", long: bool = False) -> None:
+    """PSNR of every predicted frame; `long` rollouts (hundreds of frames) get lines, no markers."""
+    fig, ax = plt.subplots(figsize=(9, 4) if long else (6, 4))
     lines = [("psnr", "model, mean of samples", "o", "-"),
              ("psnr_best", "model, best sample (by SSIM)", "^", "-"),
              ("posterior_psnr", "posterior (upper reference)", "v", ":"),
-             ("baseline_psnr", "copy last frame", "s", "--")]
+             ("baseline_psnr", baseline, "s", "--")]
     for column, label, marker, style in lines:
         if column in per_frame:
-            ax.plot(per_frame["frame"], per_frame[column], marker=marker, ls=style, label=label)
-    ax.set(xlabel="frame index", ylabel="PSNR per image (dB), mean over test sequences",
-           title="Test PSNR per predicted frame")
+            ax.plot(per_frame["frame"], per_frame[column], marker=None if long else marker,
+                    ls=style, lw=1 if long else 1.5, label=label)
+    ax.set(xlabel="frame index", ylabel="PSNR per image (dB), mean over sequences", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
 
 
-def _tile(frame: np.ndarray, border) -> Image.Image:
+def _tile(frame: np.ndarray, border, scale: int = SCALE) -> Image.Image:
     """(C, H, W) uint8 -> an upscaled RGB tile with a coloured border."""
     image = Image.fromarray(frame.transpose(1, 2, 0)).resize(
-        (frame.shape[2] * SCALE, frame.shape[1] * SCALE), Image.NEAREST)
+        (frame.shape[2] * scale, frame.shape[1] * scale), Image.NEAREST)
     framed = Image.new("RGB", (image.width + 4, image.height + 4), border)
     framed.paste(image, (2, 2))
     return framed
@@ -151,22 +155,35 @@ def summary_markdown(metrics: dict, train_metrics: dict) -> str:
 
 def write_report(train_logs: Path, eval_logs: Path, samples_path: Path, metrics_dir: Path,
                  sequence: int, fps: int, out: Path) -> None:
+    """Everything in `out`: training_curves.png, per_frame_psnr.png, prediction.gif and
+    prediction_grid.png (test sequence `sequence`), gifs/sequence-<i>.gif (every saved test
+    sequence) and summary.md, for the track the evaluate stage ran."""
     out.mkdir(parents=True, exist_ok=True)
-    steps = pd.read_csv(train_logs / "steps.tsv", sep="\t")
-    epochs = pd.read_csv(train_logs / "epochs.tsv", sep="\t")
-    training_curves(steps, epochs, out / "training_curves.png")
-    per_frame_plot(pd.read_csv(eval_logs / "per_frame.tsv", sep="\t"), out / "per_frame_psnr.png")
-
     with np.load(samples_path) as npz:
         saved = dict(npz)
-    n_past, truth = int(saved.pop("n_past")), saved["truth"]
-    if sequence >= len(truth):
-        raise ValueError(f"report.sequence: {sequence} is not among the {len(truth)} test "
-                         "sequences the evaluate stage saved (eval.keep)")
-    views = _views(saved, sequence)
-    prediction_gif(truth[sequence], views, n_past, fps, out / "prediction.gif")
-    prediction_grid(truth[sequence], views, n_past, out / "prediction_grid.png")
-
+    if sequence >= len(saved["truth"]):
+        raise ValueError(f"report.sequence: {sequence} is not among the {len(saved['truth'])} "
+                         "test sequences the evaluate stage saved (eval.keep)")
+    steps = pd.read_csv(train_logs / "steps.tsv", sep="\t")
+    epochs = pd.read_csv(train_logs / "epochs.tsv", sep="\t")
+    per_frame = pd.read_csv(eval_logs / "per_frame.tsv", sep="\t")
     metrics = json.loads((metrics_dir / "eval.json").read_text())
     train_metrics = json.loads((metrics_dir / "train.json").read_text())
+    gifs = out / "gifs"
+    if gifs.exists():
+        shutil.rmtree(gifs)  # no GIF of a sequence from an earlier run stays behind
+    gifs.mkdir()
+    if "labels" in saved:
+        from cvae.dance_report import write_dance_report
+
+        write_dance_report(steps, epochs, per_frame, saved, metrics, train_metrics, sequence,
+                           fps, out)
+        return
+    training_curves(steps, epochs, out / "training_curves.png")
+    per_frame_plot(per_frame, out / "per_frame_psnr.png")
+    n_past, truth = int(saved.pop("n_past")), saved["truth"]
+    for k in range(len(truth)):
+        prediction_gif(truth[k], _views(saved, k), n_past, fps, gifs / f"sequence-{k}.gif")
+    shutil.copyfile(gifs / f"sequence-{sequence}.gif", out / "prediction.gif")
+    prediction_grid(truth[sequence], _views(saved, sequence), n_past, out / "prediction_grid.png")
     (out / "summary.md").write_text(summary_markdown(metrics, train_metrics))

@@ -6,7 +6,11 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
   posterior        frame + label features -> mean and log-variance of z, N_dim channels per
                    pixel (`Gaussian_Predictor`); the prior is N(0, I)
   fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`)
-  generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`)
+  generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`); with
+                   `residual` (our default) it outputs the change to the previous frame, its
+                   last layer starting at zero, so an untrained model copies the previous frame
+                   and training only has to learn what moves. `residual: false` is the course's
+                   generator: the frame itself, through a sigmoid.
 
 Frame t is predicted from frame t-1 (the truth under teacher forcing, else the prediction),
 label t and z_t; the rollout is in `cvae.dance_rollout`.
@@ -59,15 +63,20 @@ class DanceCVAE(nn.Module):
         self.fusion = nn.Sequential(
             ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
+        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, channels, 1)
+        if cfg.residual:
+            nn.init.zeros_(to_rgb.weight)
+            nn.init.zeros_(to_rgb.bias)
         self.generator = nn.Sequential(
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
             ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
-            nn.Conv2d(cfg.D_out_dim // 2, channels, 1), nn.Sigmoid())
+            to_rgb, nn.Identity() if cfg.residual else nn.Sigmoid())
 
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return self.posterior_net(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
 
-    def predict(self, previous_features, label_features, z):
-        """Frame t (B, C, H, W) from frame t-1's features, label t's and z_t."""
-        return self.generator(self.fusion(torch.cat([previous_features, label_features, z], 1)))
+    def predict(self, previous, previous_features, label_features, z):
+        """Frame t (B, C, H, W) from frame t-1 (and its features), label t's features and z_t."""
+        out = self.generator(self.fusion(torch.cat([previous_features, label_features, z], 1)))
+        return (previous + out).clamp(0, 1) if self.cfg.residual else out
