@@ -1,0 +1,257 @@
+"""The dance track: sim-dance rendering and labels, the course's folders, the model's rollouts,
+the long-rollout evaluation, the submission CSV, and every stage on a tiny sample."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cvae.config import DanceModelConfig
+from cvae.dance_evaluation import evaluate_dance
+from cvae.dance_rollout import generate, rollout
+from cvae.data import lab4_folders, sim_dance
+from cvae.data.shards import Split, prepare
+from cvae.evaluation import _to_uint8
+from cvae.metrics import psnr
+from cvae.models.dance import DanceCVAE
+from cvae.submission import read_submission, write_submission
+from tests.test_pipeline import _run, _write_params
+
+TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
+
+
+# --- sim-dance --------------------------------------------------------------------------------
+
+def test_a_sequence_is_a_function_of_its_seed():
+    a, b = sim_dance.generate_sequence(7, 6), sim_dance.generate_sequence(7, 6)
+    other = sim_dance.generate_sequence(8, 6)
+    assert a["frames"].shape == a["labels"].shape == (6, 32, 64, 3)
+    assert a["frames"].dtype == np.uint8
+    assert np.array_equal(a["frames"], b["frames"]) and np.array_equal(a["labels"], b["labels"])
+    assert not np.array_equal(a["labels"], other["labels"])
+    assert not np.array_equal(a["labels"][0], a["labels"][-1])  # the dancer moves
+
+
+def test_the_label_is_the_skeleton_of_the_rendered_pose():
+    rng = np.random.default_rng(3)
+    pose = sim_dance.choreography(rng, 1)[0]
+    look = sim_dance.random_look(rng)
+    stage = sim_dance.Stage()
+    stage.dress(look)
+    stage.pose(pose)
+    frame = stage.photograph(look)
+    pixels = sim_dance.project(stage.keypoints(), *stage.camera(look))
+    label = sim_dance.draw_label(pixels)
+    inside = {name: xy for name, xy in pixels.items()
+              if 0 <= xy[0] < sim_dance.WIDTH and 0 <= xy[1] < sim_dance.HEIGHT}
+    assert len(inside) >= 12
+    for name, (x, y) in inside.items():
+        # The skeleton passes through every keypoint ...
+        patch = label[max(int(y) - 1, 0): int(y) + 2, max(int(x) - 1, 0): int(x) + 2]
+        assert patch.any(), f"nothing drawn at {name}"
+    for name in ("pelvis", "chest", "neck"):
+        # ... and the renderer drew the body where the keypoints project (same camera).
+        x, y = pixels[name].astype(int)
+        assert not np.array_equal(frame[y, x], look.background), f"no body at {name}"
+    # Only the bones' fixed colours are drawn, most bones visible in their own.
+    drawn = {tuple(int(v) for v in c) for c in label.reshape(-1, 3)} - {(0, 0, 0)}
+    palette = {colour for _, _, colour in sim_dance.BONES}
+    assert drawn <= palette and len(drawn) >= 10
+    moved = stage.keypoints()
+    moved = {k: v + np.array([0.3, 0, 0]) for k, v in moved.items()}
+    assert not np.array_equal(sim_dance.draw_label(sim_dance.project(moved, *stage.camera(look))),
+                              label)
+
+
+def test_a_clip_interpolates_between_keyframes():
+    clip = sim_dance.load_clip("dance_a")
+    k = 5
+    halfway = clip.pose_at((clip.times[k] + clip.times[k + 1]) / 2)
+    a, b = clip.keyframes[k], clip.keyframes[k + 1]
+    np.testing.assert_allclose(halfway.root_position,
+                               (np.array(a.root_position) + b.root_position) / 2, atol=1e-9)
+    at_key = clip.pose_at(clip.times[k])
+    np.testing.assert_allclose(np.concatenate([at_key.root_orientation, *at_key.joints]),
+                               np.concatenate([a.root_orientation, *a.joints]), atol=1e-9)
+    q = np.array(halfway.joints[0])
+    assert abs(np.linalg.norm(q) - 1) < 1e-9
+
+
+# --- the course's folders -----------------------------------------------------------------------
+
+def _layout(root, train=6, val=4, test_frames=(4, 4), size=(64, 32)):
+    rng = np.random.default_rng(0)
+
+    def images(folder, count):
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(count):
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+                folder / f"frame{n}.png")
+
+    for split, count in (("train", train), ("val", val)):
+        images(root / split / f"{split}_img", count)
+        images(root / split / f"{split}_label", count)
+    for i, frames in enumerate(test_frames):
+        images(root / "test" / "test_img" / str(i), frames)
+        images(root / "test" / "test_label" / str(i), test_frames[0])
+
+
+def test_the_folders_are_read_in_numeric_order_and_cut_into_sequences(tmp_path):
+    _layout(tmp_path, train=7, test_frames=(1, 1))  # the course's test: first frames only
+    sequences = list(lab4_folders.read_sequences(tmp_path, train_vi_len=3, val_vi_len=4))
+    counts = {s: sum(1 for split, *_ in sequences if split == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 2, "val": 1, "test": 2}  # 7 train frames: two clips of 3
+    _, frames, labels = sequences[1]
+    tenth = np.asarray(Image.open(tmp_path / "train" / "train_img" / "frame3.png"))
+    assert np.array_equal(frames[0], tenth)  # frame3 starts the second clip, not frame10-ish
+    test = [s for s in sequences if s[0] == "test"]
+    assert test[0][1].shape[0] == 1 and test[0][2].shape[0] == 1
+    files = lab4_folders.numbered([tmp_path / "10.png", tmp_path / "2.png", tmp_path / "1.png"])
+    assert [f.name for f in files] == ["1.png", "2.png", "10.png"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda r: __import__("shutil").rmtree(r / "val" / "val_label"), "val_label is missing"),
+    (lambda r: (r / "train" / "train_label" / "frame0.png").unlink(), "6 images but 5 labels"),
+    (lambda r: Image.new("RGB", (64, 64)).save(r / "val" / "val_img" / "frame2.png"),
+     "frame2.png: 64 x 64 pixels (W x H), expected 64 x 32"),
+    (lambda r: (r / "test" / "test_img" / "1" / "frame3.png").unlink(),
+     "3 images for 4 labels"),
+])
+def test_a_broken_layout_is_named(tmp_path, damage, message):
+    _layout(tmp_path)
+    damage(tmp_path)
+    with pytest.raises((FileNotFoundError, ValueError), match=re.escape(message)):
+        list(lab4_folders.read_sequences(tmp_path, train_vi_len=3, val_vi_len=4))
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+def _batch(T=5, B=2):
+    torch.manual_seed(1)
+    return torch.rand(T, B, 3, 32, 64), torch.rand(T, B, 3, 32, 64)
+
+
+def test_teacher_forced_batches_equal_the_step_by_step_rollout():
+    model = DanceCVAE(TINY).eval()
+    frames, labels = _batch()
+    torch.manual_seed(2)
+    out = rollout(model, frames, labels, teacher_forcing=True)
+    torch.manual_seed(2)
+    z = torch.randn(4, *out.mu.shape[1:]).view(4, 2, *model.latent_shape)
+    mu, logvar = out.mu.view_as(z), out.logvar.view_as(z)
+    for t in range(1, 5):
+        step = model.predict(frames[t - 1], model.frame_encoder(frames[t - 1]),
+                             model.label_encoder(labels[t]),
+                             mu[t - 1] + torch.exp(0.5 * logvar[t - 1]) * z[t - 1])
+        torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
+
+
+def test_an_untrained_residual_model_copies_the_first_frame():
+    model = DanceCVAE(TINY).eval()
+    frames, labels = _batch()
+    with torch.no_grad():
+        preds = generate(model, frames[0], labels, lambda t, f: torch.randn(2, *model.latent_shape))
+    assert torch.equal(preds, frames[0].expand_as(preds))
+    course = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, residual=False))
+    with torch.no_grad():
+        out = generate(course.eval(), frames[0], labels, lambda t, f: torch.zeros(2, 2, 32, 64))
+    assert not torch.equal(out, frames[0].expand_as(out))
+
+
+def test_the_autoregressive_rollout_feeds_its_predictions_and_trains():
+    model = DanceCVAE(TINY)
+    frames, labels = _batch()
+    out = rollout(model, frames, labels, teacher_forcing=False)
+    assert out.frames.shape == (4, 2, 3, 32, 64)
+    assert out.mu.shape == (4, 2, model.latent_size)
+    loss = ((out.frames - frames[1:]) ** 2).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.frame_encoder.parameters())
+    with pytest.raises(ValueError, match="n_past must be 1"):
+        rollout(model, frames, labels, 2, teacher_forcing=True)
+
+
+# --- evaluation and submission ------------------------------------------------------------------
+
+@pytest.fixture
+def dance_shards(tmp_path):
+    root = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    seqs = [(rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8),
+             rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8)) for _ in range(5)]
+    lab4_folders.write_sequences(root, "train", seqs[:2])
+    lab4_folders.write_sequences(root, "val", seqs[2:3])
+    lab4_folders.write_sequences(root, "test", seqs[3:])
+    (root / "source.json").write_text(json.dumps(
+        {"format": "lab4-folders", "path": ".", "train_vi_len": 3, "val_vi_len": 6}))
+    prepare(root, tmp_path / "shards", shard_size=4, seq_len=30)
+    return tmp_path / "shards", seqs
+
+
+def test_the_rollout_protocol_scores_every_frame_beside_copying_the_first(dance_shards):
+    shards, seqs = dance_shards
+    model = DanceCVAE(TINY)
+    split = Split(shards, "test")
+    scores, predictions = evaluate_dance(model, split, batch_size=1, device=torch.device("cpu"),
+                                         seed=0, samples=3, keep=2)
+    assert scores.scores["psnr"].shape == (2, 5)  # 2 sequences, frames 1..5
+    truth = torch.from_numpy(np.stack([s[0] for s in seqs[3:]])).permute(0, 1, 4, 2, 3) / 255
+    expected = psnr(truth[:, :1].expand(-1, 5, -1, -1, -1), truth[:, 1:]).numpy()
+    np.testing.assert_allclose(scores.scores["baseline_psnr"], expected, rtol=1e-5)
+    # Untrained, the residual model copies the first frame: exactly the baseline.
+    np.testing.assert_allclose(scores.scores["psnr"], expected, rtol=1e-5)
+    assert (scores.scores["psnr_best"] >= scores.scores["psnr"] - 1e-4).all()
+    assert predictions.shape == (2, 6, 3, 32, 64) and predictions.dtype == np.uint8
+    assert np.array_equal(predictions[:, 0], truth[:, 0].mul(255).round().byte().numpy())
+    again, _ = evaluate_dance(model, split, batch_size=2, device=torch.device("cpu"), seed=0,
+                              samples=3)
+    np.testing.assert_allclose(again.scores["posterior_psnr"], scores.scores["posterior_psnr"],
+                               rtol=1e-5)  # the same draws however sequences are batched
+
+
+def test_a_submission_reads_back_the_same_pixels(tmp_path):
+    x = torch.rand(2, 4, 3, 32, 64)
+    predictions = _to_uint8(x).numpy()
+    path = tmp_path / "submission.csv"
+    assert write_submission(path, predictions) == 8
+    header = path.read_text().split("\n", 1)[0].split(",")
+    assert header[:3] == ["id", "0", "1"] and len(header) == 1 + 6144
+    back = read_submission(path, expected_rows=8)
+    assert np.array_equal(back, predictions.reshape(8, 3, 32, 64))
+    assert np.abs(back / 255 - x.reshape(8, 3, 32, 64).numpy()).max() <= 0.5 / 255 + 1e-7
+    with pytest.raises(ValueError, match="8 rows, expected 10"):
+        read_submission(path, expected_rows=10)
+    path.write_text(path.read_text().replace("id,", "index,", 1))
+    with pytest.raises(ValueError, match="expected `id`"):
+        read_submission(path)
+
+
+# --- every stage --------------------------------------------------------------------------------
+
+def test_the_dance_track_runs_every_stage(tmp_path):
+    _write_params(tmp_path, {
+        "data": {"source": "sim-dance", "num_train": 6, "num_val": 1, "num_test": 2, "workers": 2,
+                 "dance": {"train_vi_len": 6, "val_vi_len": 12}},
+        "model": {"dance": {"F_dim": 8, "L_dim": 4, "N_dim": 2, "D_out_dim": 8}},
+        "train": {"n_past": 1, "n_future": 5, "epochs": 2, "steps_per_epoch": 2, "batch_size": 3,
+                  "log_every": 1},
+        "eval": {"batch_size": 2, "keep": 2, "num_samples": 2},
+    })
+    for stage in ("download", "prepare", "train", "evaluate", "report"):
+        result = _run(stage, tmp_path)
+        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
+    meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
+    assert meta["track"] == "dance" and meta["frame_lengths"] == {"train": 6, "val": 12, "test": 12}
+    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert metrics["scored_split"] == "test" and metrics["n_future"] == 11
+    assert 0 < metrics["psnr"] < 100 and metrics["submission_rows"] == 2 * 12
+    assert read_submission(tmp_path / "eval" / "submission.csv", 24).shape == (24, 3, 32, 64)
+    assert len((tmp_path / "logs" / "eval" / "per_frame.tsv").read_text().splitlines()) == 1 + 11
+    gifs = sorted((tmp_path / "reports" / "gifs").glob("*.gif"))
+    assert [g.name for g in gifs] == ["sequence-0.gif", "sequence-1.gif"]
+    assert Image.open(gifs[0]).n_frames == 12
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert f"{metrics['psnr']:.2f}" in summary and f"{metrics['baseline_psnr']:.2f}" in summary
