@@ -97,7 +97,7 @@ class DanceModelConfig:
     L_dim: int = 12
     N_dim: int = 4
     D_out_dim: int = 32
-    residual: bool = True  # the generator outputs the change to the previous frame (course: False)
+    residual: bool = True  # the generator outputs the change to the first frame (course: False)
 
     def check(self):
         _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")

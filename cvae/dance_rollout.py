@@ -5,8 +5,9 @@ t-1 is the truth for t = 1 and under teacher forcing, else the model's own predi
 training z_t comes from the posterior on the true frame t and label t; at test time from the
 prior N(0, I) (or, as an upper reference, still from the posterior).
 
-Nothing carries state from step to step but the fed frame, so under teacher forcing every step
-is known up front and the whole clip runs as one batch; only the autoregressive path loops.
+Nothing carries state from step to step but the fed frame (and the first frame, which the
+residual generator changes), so under teacher forcing every step is known up front and the
+whole clip runs as one batch; only the autoregressive path loops.
 """
 from __future__ import annotations
 
@@ -32,15 +33,16 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
+    first = frames[0]
     if teacher_forcing:
-        predictions = _batched_predict(model, frames[:-1], frame_features[:-1], label_features, z)
+        predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
+                                       frame_features[:-1], label_features, z)
     else:
-        fed, fed_features, outputs = frames[0], frame_features[0], []
+        fed_features, outputs = frame_features[0], []
         for t in range(T - 1):
-            fed = model.predict(fed, fed_features, label_features[t], z[t])
-            outputs.append(fed)
+            outputs.append(model.predict(first, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
-                fed_features = model.frame_encoder(fed)
+                fed_features = model.frame_encoder(outputs[-1])
         predictions = torch.stack(outputs)
     flat_mu, flat_logvar = mu.flatten(2), logvar.flatten(2)
     zeros = torch.zeros_like(flat_mu)
@@ -53,13 +55,12 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
     every label (T, B, C, H, W), each prediction fed back. `latent(t, label_features)` gives
     z_t (B, N_dim, H, W): a prior draw, or the posterior's on the true frame. One step at a time
     (labels are encoded as they are needed), so memory does not grow with the sequence."""
-    fed, fed_features, outputs = first, model.frame_encoder(first), []
+    fed_features, outputs = model.frame_encoder(first), []
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
-        fed = model.predict(fed, fed_features, label_features, latent(t, label_features))
-        outputs.append(fed)
+        outputs.append(model.predict(first, fed_features, label_features, latent(t, label_features)))
         if t < labels.shape[0] - 1:
-            fed_features = model.frame_encoder(fed)
+            fed_features = model.frame_encoder(outputs[-1])
     return torch.stack(outputs)
 
 
@@ -68,7 +69,7 @@ def _batched(module, x: torch.Tensor) -> torch.Tensor:
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
-def _batched_predict(model, fed, fed_features, label_features, z) -> torch.Tensor:
-    T, B = fed.shape[:2]
-    return model.predict(*(x.flatten(0, 1) for x in (fed, fed_features, label_features, z))
+def _batched_predict(model, first, fed_features, label_features, z) -> torch.Tensor:
+    T, B = first.shape[:2]
+    return model.predict(*(x.flatten(0, 1) for x in (first, fed_features, label_features, z))
                          ).unflatten(0, (T, B))

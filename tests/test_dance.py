@@ -143,7 +143,7 @@ def test_teacher_forced_batches_equal_the_step_by_step_rollout():
     z = torch.randn(4, *out.mu.shape[1:]).view(4, 2, *model.latent_shape)
     mu, logvar = out.mu.view_as(z), out.logvar.view_as(z)
     for t in range(1, 5):
-        step = model.predict(frames[t - 1], model.frame_encoder(frames[t - 1]),
+        step = model.predict(frames[0], model.frame_encoder(frames[t - 1]),
                              model.label_encoder(labels[t]),
                              mu[t - 1] + torch.exp(0.5 * logvar[t - 1]) * z[t - 1])
         torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
@@ -249,6 +249,11 @@ def test_the_dance_track_runs_every_stage(tmp_path):
     assert metrics["scored_split"] == "test" and metrics["n_future"] == 11
     assert 0 < metrics["psnr"] < 100 and metrics["submission_rows"] == 2 * 12
     assert read_submission(tmp_path / "eval" / "submission.csv", 24).shape == (24, 3, 32, 64)
+    check = _run("check_submission", tmp_path)
+    assert check.returncode == 0 and "24 frames of 3 x 32 x 64" in check.stdout
+    (tmp_path / "eval" / "submission.csv").write_text("id,0\n0,1\n")
+    check = _run("check_submission", tmp_path)
+    assert check.returncode != 0 and "not a valid submission" in check.stderr
     assert len((tmp_path / "logs" / "eval" / "per_frame.tsv").read_text().splitlines()) == 1 + 11
     gifs = sorted((tmp_path / "reports" / "gifs").glob("*.gif"))
     assert [g.name for g in gifs] == ["sequence-0.gif", "sequence-1.gif"]

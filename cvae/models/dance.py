@@ -7,10 +7,13 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
                    pixel (`Gaussian_Predictor`); the prior is N(0, I)
   fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`)
   generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`); with
-                   `residual` (our default) it outputs the change to the previous frame, its
-                   last layer starting at zero, so an untrained model copies the previous frame
-                   and training only has to learn what moves. `residual: false` is the course's
-                   generator: the frame itself, through a sigmoid.
+                   `residual` (our default) it outputs the change to the sequence's *first*
+                   frame (the one given at test time), its last layer starting at zero: an
+                   untrained model copies the first frame (the baseline) and training only has
+                   to learn what moves. Against the first frame, not the previous one, so that
+                   an error is not carried forward and summed over a 630-frame rollout (it was:
+                   a previous-frame residual drifted to saturation within 600 frames).
+                   `residual: false` is the course's generator: the frame itself, via a sigmoid.
 
 Frame t is predicted from frame t-1 (the truth under teacher forcing, else the prediction),
 label t and z_t; the rollout is in `cvae.dance_rollout`.
@@ -76,7 +79,8 @@ class DanceCVAE(nn.Module):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return self.posterior_net(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
 
-    def predict(self, previous, previous_features, label_features, z):
-        """Frame t (B, C, H, W) from frame t-1 (and its features), label t's features and z_t."""
+    def predict(self, first, previous_features, label_features, z):
+        """Frame t (B, C, H, W) from frame t-1's features, label t's and z_t (and, with
+        `residual`, the sequence's first frame, which the output changes)."""
         out = self.generator(self.fusion(torch.cat([previous_features, label_features, z], 1)))
-        return (previous + out).clamp(0, 1) if self.cfg.residual else out
+        return (first + out).clamp(0, 1) if self.cfg.residual else out
