@@ -18,7 +18,7 @@ import torch
 
 from cvae.dance_rollout import generate
 from cvae.data.shards import Split
-from cvae.evaluation import Scores, _score_samples, _to_uint8, to_model_frames
+from cvae.evaluation import Scores, _score_samples, _to_uint8, tile_samples, to_model_frames
 from cvae.metrics import psnr, ssim
 from cvae.models.dance import DanceCVAE
 from cvae.models.svg import reparameterize
@@ -97,13 +97,11 @@ def _sample(model, first, labels, noise: _PriorNoise, samples: int) -> torch.Ten
     """N prior samples of every sequence in one batched rollout: (N, T-1, B, C, H, W)."""
     B = first.shape[0]
 
-    def tile(x):  # (..., B, C, H, W) -> (..., N*B, C, H, W), sample-major
-        return x.unsqueeze(-5).expand(*x.shape[:-4], samples, *x.shape[-4:]).flatten(-5, -4)
-
     def prior(t, label_features):
         return noise.step().flatten(0, 1)  # z = eps under N(0, I)
 
-    preds = generate(model, tile(first), tile(labels), prior)
+    preds = generate(model, tile_samples(first, samples, dim=0),
+                     tile_samples(labels, samples, dim=1), prior)
     return preds.unflatten(1, (samples, B)).transpose(0, 1)
 
 

@@ -72,14 +72,18 @@ def sample_prior(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: 
     mode batch norm uses running statistics, so the copies do not interact)."""
     N, T, B = noise.shape[0], frames.shape[0], frames.shape[1]
 
-    def tile(x):  # (T, B, ...) -> (T, N*B, ...), sample-major
-        return x.unsqueeze(1).expand(x.shape[0], N, *x.shape[1:]).flatten(1, 2)
-
+    tile = lambda x: tile_samples(x, N, dim=1)  # noqa: E731
     flat_noise = noise.transpose(0, 1).flatten(1, 2)  # (T-1, N*B, latent_size)
     with autocast(frames.device):
         out = rollout(model, tile(frames[:n_past]), tile(conds), n_past, teacher_forcing=False,
                       sample_prior=True, noise=flat_noise)
     return out.frames.float().unflatten(1, (N, B)).transpose(0, 1)
+
+
+def tile_samples(x: torch.Tensor, samples: int, dim: int) -> torch.Tensor:
+    """`samples` copies of a batch along its batch dimension `dim`, sample-major: element
+    k * B + b is sample k of sequence b, the order prior draws are flattened in."""
+    return x.repeat(*(samples if d == dim else 1 for d in range(x.dim())))
 
 
 def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torch.Tensor:

@@ -90,8 +90,7 @@ def png_listing(root: Path) -> dict:
         counts[split] = len(dirs)
         for folder in tqdm(dirs, desc=f"list {split}", unit="seq", leave=False):
             for file in sorted(folder.iterdir()):
-                stat = file.stat()
-                digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+                _add_file(digest, file, root)
     return {"counts": counts, "listing_sha256": digest.hexdigest()}
 
 
@@ -107,9 +106,14 @@ def lab4_listing(root: Path) -> dict:
         runs = lab4_folders.split_pairs(root, split)
         counts[split] = sum(len(images) for images, _ in runs)
         for file in (f for run in runs for files in run for f in files):
-            stat = file.stat()
-            digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            _add_file(digest, file, root)
     return {"image_counts": counts, "listing_sha256": digest.hexdigest()}
+
+
+def _add_file(digest, file: Path, root: Path) -> None:
+    """A file's name, size and mtime into a listing digest: changes whenever the file does."""
+    stat = file.stat()
+    digest.update(f"{file.relative_to(root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
 
 
 def read_manifest(raw_dir: Path) -> dict:
