@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from cvae.config import ModelConfig
-from cvae.data import bair
+from cvae.data import bair, lab4_folders
 from cvae.data.raw import MANIFEST
+from cvae.data.shards import prepare
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +37,21 @@ def write_random_raw(root, counts, seq_len=8, seed=0):
         bair.write_tree(root, split, 0, written[split])
     (root / MANIFEST).write_text(json.dumps({"format": "tfrecords", "path": "."}))
     return written
+
+
+@pytest.fixture
+def dance_shards(tmp_path):
+    """Dance-track shards of random 32x64 frames and labels in the course's folders: 2 training
+    runs cut into clips of 3, one validation and 2 test sequences of 6 frames. Returns the shards
+    folder and the (frames, labels) sequences written, train first."""
+    root = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    seqs = [(rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8),
+             rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8)) for _ in range(5)]
+    lab4_folders.write_sequences(root, "train", seqs[:2])
+    lab4_folders.write_sequences(root, "val", seqs[2:3])
+    lab4_folders.write_sequences(root, "test", seqs[3:])
+    (root / "source.json").write_text(json.dumps(
+        {"format": "lab4-folders", "path": ".", "train_vi_len": 3, "val_vi_len": 6}))
+    prepare(root, tmp_path / "shards", shard_size=4, seq_len=30)
+    return tmp_path / "shards", seqs

@@ -176,21 +176,6 @@ def test_the_autoregressive_rollout_feeds_its_predictions_and_trains():
 
 # --- evaluation and submission ------------------------------------------------------------------
 
-@pytest.fixture
-def dance_shards(tmp_path):
-    root = tmp_path / "raw"
-    rng = np.random.default_rng(0)
-    seqs = [(rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8),
-             rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8)) for _ in range(5)]
-    lab4_folders.write_sequences(root, "train", seqs[:2])
-    lab4_folders.write_sequences(root, "val", seqs[2:3])
-    lab4_folders.write_sequences(root, "test", seqs[3:])
-    (root / "source.json").write_text(json.dumps(
-        {"format": "lab4-folders", "path": ".", "train_vi_len": 3, "val_vi_len": 6}))
-    prepare(root, tmp_path / "shards", shard_size=4, seq_len=30)
-    return tmp_path / "shards", seqs
-
-
 def test_the_rollout_protocol_scores_every_frame_beside_copying_the_first(dance_shards):
     shards, seqs = dance_shards
     model = DanceCVAE(TINY)
