@@ -42,7 +42,9 @@ from cvae.training import Objective, prepare_model, train_step  # noqa: E402
 
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
 N_PAST, N_FUTURE, SAMPLES = 2, 10, 100
-BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L4": 121.0}  # dense
+# Dense bf16 peaks from the vendors' data sheets, matched in order against the device name.
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4,
+                    "A100": 312.0, "L4": 121.0}
 
 
 def main():
