@@ -26,7 +26,12 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if world == 1:
         return 0, 1, select_device()
     if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise RuntimeError(
+                f"torchrun started more processes on this machine than it has GPUs ({gpus}): "
+                f"use --nproc_per_node {gpus}, or CUDA_VISIBLE_DEVICES= to train on the CPU")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
     else:

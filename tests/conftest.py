@@ -15,6 +15,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+# Tests that take `device` run on the CPU and, on a machine with a GPU, on CUDA too: the CUDA
+# paths CI cannot reach are one `pytest -k cuda` away for whoever has one.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def device(request):
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def tiny_model_cfg():
     return ModelConfig(width=0.125, g_dim=16, z_dim=4, rnn_size=16)

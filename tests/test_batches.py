@@ -25,11 +25,12 @@ def _find(split: Split, frames: torch.Tensor) -> tuple[int, int]:
     raise AssertionError("a window that is in no sequence")
 
 
-def test_the_device_split_cuts_true_windows_and_covers_the_split(shards):
-    # On CPU here; on CUDA the same code runs with the tensors on the GPU.
+def test_the_device_split_cuts_true_windows_and_covers_the_split(shards, device):
     split = Split(shards, "train")
-    resident = DeviceSplit(split, torch.device("cpu"))
-    frames, conds = resident.random_windows(200, 5, torch.Generator().manual_seed(0))
+    resident = DeviceSplit(split, device)
+    frames, conds = resident.random_windows(200, 5, torch.Generator(device).manual_seed(0))
+    assert frames.device.type == device.type and conds.device.type == device.type
+    frames, conds = frames.cpu(), conds.cpu()
     assert frames.shape == (200, 5, 3, 64, 64) and frames.dtype == torch.uint8
     assert conds.shape == (200, 5, 7)
     seen = set()
@@ -43,12 +44,15 @@ def test_the_device_split_cuts_true_windows_and_covers_the_split(shards):
     assert starts == {0, 1, 2, 3}  # every start that fits 5 of 8 frames
 
 
-@pytest.mark.parametrize("source", ["shards", "device", "workers"])
-def test_every_source_gives_an_epoch_of_seeded_batches(shards, source):
+@pytest.mark.parametrize("source", ["auto", "shards", "device", "workers"])
+def test_every_source_gives_an_epoch_of_seeded_batches(shards, source, device):
     def epoch(e, rank=0):
-        batches = TrainBatches(shards, batch=4, length=5, steps=3, seed=1,
-                               device=torch.device("cpu"), rank=rank, workers=2, source=source)
-        return list(batches.epoch(e))
+        batches = TrainBatches(shards, batch=4, length=5, steps=3, seed=1, device=device,
+                               rank=rank, workers=2, source=source)
+        return [(frames.cpu(), conds.cpu()) for frames, conds in batches.epoch(e)]
+    if source == "auto":  # a split this small always fits on the GPU
+        expected = "on cuda" if device.type == "cuda" else "memory-mapped"
+        assert expected in TrainBatches(shards, 4, 5, 3, 1, device, source=source).where
     first = epoch(0)
     assert len(first) == 3 and first[0][0].shape == (4, 5, 3, 64, 64)
     again = epoch(0)

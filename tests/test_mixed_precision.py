@@ -1,6 +1,9 @@
-"""The mixed-precision path CUDA runs (bf16 autocast), run on the CPU: every model variant's
-training step and both tracks' evaluation must work in it and agree with fp32 to bf16's
-precision. CI has no GPU; this is what catches a dtype mismatch before a GPU user does."""
+"""The mixed-precision path (bf16 autocast) that CUDA trains and evaluates in, run on the CPU too:
+every model variant's training step and both tracks' evaluation must work in it and agree with
+fp32 to bf16's precision. CI has no GPU; this is what catches a dtype mismatch before a GPU user
+does. (On CUDA, "fp32" convolutions use TF32, PyTorch's default: the tolerances allow for it.)"""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,26 +18,35 @@ from cvae.training import Objective
 from tests.conftest import write_random_raw
 from tests.test_models import VARIANTS, _data, _variant
 
-CPU = torch.device("cpu")
+DANCE = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 
 
-def _loss_and_grads(model, frames, conds, n_past, teacher_forcing):
-    model.zero_grad()
-    loss, _, _ = Objective(model)(frames, conds, n_past, teacher_forcing, 0.1)
-    loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
-                         if p.grad is not None}
+def _in_fp32_and_bf16(fn, device, monkeypatch):
+    """fn() with autocast off, then with bf16 autocast on `device`."""
+    monkeypatch.setattr(runtime, "BF16_DEVICES", set())
+    torch.manual_seed(3)
+    fp32 = fn()
+    monkeypatch.setattr(runtime, "BF16_DEVICES", {device.type})
+    torch.manual_seed(3)
+    return fp32, fn()
 
 
-def _compare_steps(model, frames, conds, n_past, teacher_forcing, monkeypatch):
+def _compare_steps(model, frames, conds, n_past, teacher_forcing, device, monkeypatch):
     """The same step (same noise) in fp32 and in bf16: the loss within 2% and every gradient
     finite, of the same parameters, pointing the same way (cosine > 0.9)."""
-    model = model.eval()  # running batch-norm statistics: both steps see the same network
-    torch.manual_seed(3)
-    loss32, grads32 = _loss_and_grads(model, frames, conds, n_past, teacher_forcing)
-    monkeypatch.setattr(runtime, "BF16_DEVICES", {"cuda", "cpu"})
-    torch.manual_seed(3)
-    loss16, grads16 = _loss_and_grads(model, frames, conds, n_past, teacher_forcing)
+    # Running batch-norm statistics: both steps see the same network.
+    model = model.to(device).eval()
+    frames, conds = frames.to(device), conds.to(device)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss, _, _ = Objective(model)(frames, conds, n_past, teacher_forcing, 0.1)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                             if p.grad is not None}
+
+    (loss32, grads32), (loss16, grads16) = _in_fp32_and_bf16(loss_and_grads, device,
+                                                              monkeypatch)
     assert loss16 != loss32  # bf16 really ran
     assert loss16 == pytest.approx(loss32, rel=0.02)
     assert grads16.keys() == grads32.keys()
@@ -47,27 +59,19 @@ def _compare_steps(model, frames, conds, n_past, teacher_forcing, monkeypatch):
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
-def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcing, monkeypatch):
+def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcing, device,
+                                         monkeypatch):
     frames, conds = _data(T=5, B=4)
-    _compare_steps(_variant(tiny_model_cfg, variant), frames, conds, 2, teacher_forcing,
+    _compare_steps(_variant(tiny_model_cfg, variant), frames, conds, 2, teacher_forcing, device,
                    monkeypatch)
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("residual", [True, False])
-def test_the_dance_model_steps_in_bf16(residual, teacher_forcing, monkeypatch):
-    model = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8,
-                                       residual=residual))
+def test_the_dance_model_steps_in_bf16(residual, teacher_forcing, device, monkeypatch):
+    model = DanceCVAE(dataclasses.replace(DANCE, residual=residual))
     frames, labels = torch.rand(5, 2, 3, 32, 64), torch.rand(5, 2, 3, 32, 64)
-    _compare_steps(model, frames, labels, 1, teacher_forcing, monkeypatch)
-
-
-def _scores(evaluate_fn, monkeypatch, *args, **kwargs):
-    fp32 = evaluate_fn(*args, **kwargs)
-    monkeypatch.setattr(runtime, "BF16_DEVICES", {"cuda", "cpu"})
-    bf16 = evaluate_fn(*args, **kwargs)
-    monkeypatch.setattr(runtime, "BF16_DEVICES", {"cuda"})
-    return fp32, bf16
+    _compare_steps(model, frames, labels, 1, teacher_forcing, device, monkeypatch)
 
 
 def _assert_close_scores(fp32: dict, bf16: dict):
@@ -81,20 +85,23 @@ def _assert_close_scores(fp32: dict, bf16: dict):
 
 @pytest.mark.parametrize("variant", [VARIANTS[1], VARIANTS[4]],
                          ids=lambda v: "-".join(map(str, v.values())))
-def test_robot_evaluation_scores_agree_in_bf16(tiny_model_cfg, variant, tmp_path, monkeypatch):
+def test_robot_evaluation_scores_agree_in_bf16(tiny_model_cfg, variant, device, tmp_path,
+                                               monkeypatch):
     write_random_raw(tmp_path / "raw", {"train": 1, "val": 1, "test": 3})
     prepare(tmp_path / "raw", tmp_path / "shards", shard_size=4, seq_len=8)
-    model = _variant(tiny_model_cfg, variant)
-    fp32, bf16 = _scores(evaluate, monkeypatch, model, Split(tmp_path / "shards", "test"),
-                         n_past=2, n_future=5, batch_size=2, device=CPU, seed=0, samples=3)
+    model, split = _variant(tiny_model_cfg, variant).to(device), Split(tmp_path / "shards", "test")
+    fp32, bf16 = _in_fp32_and_bf16(
+        lambda: evaluate(model, split, n_past=2, n_future=5, batch_size=2, device=device, seed=0,
+                         samples=3), device, monkeypatch)
     _assert_close_scores(fp32.scores, bf16.scores)
 
 
-def test_dance_evaluation_scores_agree_in_bf16(dance_shards, monkeypatch):
+def test_dance_evaluation_scores_agree_in_bf16(dance_shards, device, monkeypatch):
     shards, _ = dance_shards
-    model = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, residual=False))
-    (fp32, _), (bf16, predictions) = _scores(evaluate_dance, monkeypatch, model,
-                                             Split(shards, "test"), batch_size=2, device=CPU,
-                                             seed=0, samples=2)
+    model, split = DanceCVAE(DANCE).to(device), Split(shards, "test")
+    torch.nn.init.normal_(model.generator[-2].weight, std=0.1)  # a residual that is not zero
+    (fp32, _), (bf16, predictions) = _in_fp32_and_bf16(
+        lambda: evaluate_dance(model, split, batch_size=2, device=device, seed=0, samples=2),
+        device, monkeypatch)
     _assert_close_scores(fp32.scores, bf16.scores)
     assert predictions.dtype == np.uint8

@@ -1,14 +1,20 @@
 import csv
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from cvae.config import Params, parse
 from cvae.data.shards import prepare
-from cvae.runtime import load_checkpoint
+from cvae.runtime import init_distributed, load_checkpoint
 from cvae.training import train
 from tests.conftest import write_random_raw
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "data": {"seq_len": 8},
@@ -94,20 +100,21 @@ torch.save(models[0].state_dict(), f"{out}/rank{os.environ['RANK']}.pt")
 """
 
 
-def test_two_processes_train_one_model_and_write_one_checkpoint(shards, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.mark.parametrize("backend", [
+    "gloo", pytest.param("nccl", marks=pytest.mark.skipif(torch.cuda.device_count() < 2,
+                                                        reason="needs 2 CUDA devices"))])
+def test_two_processes_train_one_model_and_write_one_checkpoint(shards, tmp_path, backend):
     script = tmp_path / "two_ranks.py"
     script.write_text(DISTRIBUTED)
-    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    if backend == "gloo":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path, also on a machine with GPUs
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), str(shards), str(tmp_path)],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", map_location="cpu") for r in (0, 1)]
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     start = load_checkpoint(tmp_path / "models" / "last.pt")
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["best.pt", "last.pt"]
@@ -115,4 +122,15 @@ def test_two_processes_train_one_model_and_write_one_checkpoint(shards, tmp_path
     assert all(torch.equal(start["model"][k], ranks[0][k]) for k in ranks[0])
     assert len(start["rng"]) == 2  # both ranks' generators, for an exact resume
     assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 6  # one writer
-    assert "2 processes" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "2 processes" in output
+    assert ("training on cuda:0" if backend == "nccl" else "training on cpu") in output
+
+
+def test_more_processes_than_gpus_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(RuntimeError, match="use --nproc_per_node 1"):
+        init_distributed()
