@@ -1,26 +1,30 @@
 """Training-step and sampling throughput against SVG's per-frame loop, measured in one run.
 
-    python benchmarks/train_step.py [--device cuda] [--repeat 3] [--compile] [--shards shards]
-                                    [--configs lab,default] [--lab-batch 64]
+    python benchmarks/train_step.py [--device cuda] [--precision fp32] [--repeat 5] [--compile]
+                                    [--shards shards] [--configs lab,default] [--lab-batch 64]
 
 For the lab's sizes (width 1.0: 64..512 channels, g_dim 128, z_dim 64, LSTMs 256) and the CPU
 defaults of params.yaml, both at 64x64 with 2 conditioning + 10 predicted frames, and for
 teacher forcing on (tfr 1) and off (tfr 0), it times
   - the reference: `cvae.reference.per_frame_rollout` (every frame encoded, stepped and decoded
     alone, as SVG's code does), fp32, plain Adam;
-  - our step: `cvae.rollout.rollout` (one batched encode, batched decodes), plus on CUDA bf16
-    autocast, channels_last and fused Adam (and torch.compile with --compile),
+  - our step: `cvae.rollout.rollout` (one batched encode, batched decodes), channels_last,
+    bf16 autocast where `--precision` (default: train.precision) puts it, on CUDA fused Adam
+    (and torch.compile with --compile),
 on the same random batch and initial weights; then best-of-100 sampling as one batch against a
-loop of 100 rollouts. On CUDA it also reports peak memory and TFLOP/s against the bf16 peak
-(FLOPs counted once with torch's FLOP counter), and, given prepared shards, the step time with
-real batches (GPU-resident windows) against a batch that is already there.
+loop of 100 rollouts. Whatever is compared is timed in turns (a, b, a, b, ...) and each reported
+time is the median of its turns, so that a shared machine's drifts weigh on both sides alike.
+On CUDA it also reports peak memory and TFLOP/s against the bf16 peak (FLOPs counted once with
+torch's FLOP counter); given prepared shards, the step time with real batches (cut where
+training cuts them) against a batch that is already there.
 
-Prints a table and writes it as JSON (benchmarks/results/train_step-<device>.json).
+Prints a table and writes it as JSON (benchmarks/results/train_step-<device>[-<precision>].json).
 """
 import argparse
 import dataclasses
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +41,7 @@ from cvae.evaluation import sample_prior, to_model_frames  # noqa: E402
 from cvae.models.svg import SVG  # noqa: E402
 from cvae.reference import per_frame_rollout  # noqa: E402
 from cvae.rollout import rollout  # noqa: E402
-from cvae.runtime import reuse_freed_memory  # noqa: E402
+from cvae.runtime import precision, reuse_freed_memory, runs_in_bf16  # noqa: E402
 from cvae.training import Objective, prepare_model, train_step  # noqa: E402
 
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
@@ -51,34 +55,41 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeat", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--shards", type=Path, default=REPO / "shards",
                         help="prepared shards, for the step time with real data")
     parser.add_argument("--lab-batch", type=int, default=None,
                         help="batch at the lab's sizes (default: 4 on CPU, 64 on CUDA)")
     parser.add_argument("--configs", default="lab,default", help="which sizes to time")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                        help="ours: as train.precision (default: params.yaml's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
     reuse_freed_memory()
     cuda = device.type == "cuda"
     defaults = load_params(REPO / "params.yaml")
+    args.precision = args.precision or defaults.train.precision
     configs = {"lab": (LAB, args.lab_batch or (64 if cuda else 4)),
                "default": (defaults.model, defaults.train.batch_size)}
     rows = []
-    for name in args.configs.split(","):
-        cfg, batch = configs[name]
-        for teacher_forcing in (True, False):
-            rows.append(measure_step(name, cfg, batch, teacher_forcing, device, args))
-            print(format_row(rows[-1]), flush=True)
-    sampling = measure_sampling(defaults.model, 32 if cuda else 4, device)
-    data = measure_data(defaults, device, args) if args.shards.exists() else None
+    with precision(args.precision):  # ours only: the reference keeps to fp32
+        ours_in = "bf16 autocast" if runs_in_bf16(device) else "fp32"
+        for name in args.configs.split(","):
+            cfg, batch = configs[name]
+            for teacher_forcing in (True, False):
+                rows.append(measure_step(name, cfg, batch, teacher_forcing, device, args))
+                print(format_row(rows[-1]), flush=True)
+        sampling = measure_sampling(defaults.model, 32 if cuda else 4, device)
+        data = measure_data(defaults, device, args) if args.shards.exists() else None
     report = {"device": device_name(device), "torch": torch.__version__,
-              "python": platform.python_version(), "n_past": N_PAST, "n_future": N_FUTURE,
+              "python": platform.python_version(), "precision": args.precision,
+              "ours_in": ours_in, "n_past": N_PAST, "n_future": N_FUTURE,
               "steps": rows, "sampling": sampling, "data": data}
     print_report(report)
-    out = args.out or REPO / "benchmarks" / "results" / f"train_step-{device.type}.json"
+    suffix = "" if args.precision == "auto" else f"-{args.precision}"
+    out = args.out or REPO / "benchmarks" / "results" / f"train_step-{device.type}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
@@ -104,52 +115,67 @@ def measure_step(name, cfg, batch, teacher_forcing, device, args) -> dict:
         variants["ours_compiled"] = {**variants["ours"], "compile_": True}
     row = {"config": name, "width": cfg.width, "batch": batch,
            "tfr": 1 if teacher_forcing else 0}
-    for variant, how in variants.items():
-        model = SVG(cfg)
-        model.load_state_dict(initial)
-        if how["fast"]:
-            model = prepare_model(model, device, how["compile_"])
-            step_frames = frames
-        else:  # the reference as SVG runs it: fp32, default memory layout, plain Adam
-            model = model.to(device)
-            step_frames = frames.contiguous()
-        objective = Objective(model, how["rollout_fn"], how["mixed_precision"])
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4,
-                                     fused=how["fast"] and device.type == "cuda")
-
-        def step():
-            train_step(objective, optimizer, step_frames, conds, n_past=N_PAST, beta=1e-4,
-                       teacher_forcing=teacher_forcing, grad_clip=1.0)
-        seconds, peak = timed(step, device, args.repeat, warmup=3 if how["compile_"] else 1)
-        row[f"{variant}_seq_per_s"] = batch / seconds
-        if peak is not None:
-            row[f"{variant}_peak_gib"] = peak / 2**30
-        if variant == "ours" and device.type == "cuda":
-            flops = count_flops(step)
-            row["ours_tflops"] = flops / seconds / 1e12
-            peak_tflops = next((v for k, v in BF16_PEAK_TFLOPS.items()
-                                if k in device_name(device)), None)
-            if peak_tflops:
-                row["ours_percent_of_bf16_peak"] = 100 * row["ours_tflops"] / peak_tflops
+    steps = {variant: make_step(cfg, initial, frames, conds, teacher_forcing, device, **how)
+             for variant, how in variants.items()}
+    seconds = timed_together(steps, device, args.repeat, warmup=3 if args.compile else 1)
+    for variant, step in steps.items():
+        row[f"{variant}_seq_per_s"] = batch / seconds[variant]
+        if device.type == "cuda":
+            row[f"{variant}_peak_gib"] = peak_memory(step, device) / 2**30
+    if device.type == "cuda":
+        row["ours_tflops"] = count_flops(steps["ours"]) / seconds["ours"] / 1e12
+        peak_tflops = next((v for k, v in BF16_PEAK_TFLOPS.items()
+                            if k in device_name(device)), None)
+        if peak_tflops:
+            row["ours_percent_of_bf16_peak"] = 100 * row["ours_tflops"] / peak_tflops
     row["speedup"] = row["ours_seq_per_s"] / row["reference_seq_per_s"]
     if "ours_compiled_seq_per_s" in row:
         row["compiled_speedup"] = row["ours_compiled_seq_per_s"] / row["reference_seq_per_s"]
     return row
 
 
-def timed(fn, device, repeat: int, warmup: int = 1) -> tuple[float, int | None]:
-    """Seconds per call after `warmup` calls, and the peak CUDA memory (None on CPU)."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+def make_step(cfg, initial, frames, conds, teacher_forcing, device, *, rollout_fn,
+              mixed_precision, fast, compile_):
+    """One training step of a fresh model with weights `initial`, as a function of nothing."""
+    model = SVG(cfg)
+    model.load_state_dict(initial)
+    if fast:
+        model = prepare_model(model, device, compile_)
+    else:  # the reference as SVG runs it: fp32, default memory layout, plain Adam
+        model, frames = model.to(device), frames.contiguous()
+    objective = Objective(model, rollout_fn, mixed_precision)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fast and device.type == "cuda")
+
+    def step():
+        train_step(objective, optimizer, frames, conds, n_past=N_PAST, beta=1e-4,
+                   teacher_forcing=teacher_forcing, grad_clip=1.0)
+    return step
+
+
+def timed_together(fns: dict, device, repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each of `fns`, after `warmup` calls each. The calls take
+    turns (a, b, a, b, ...), so that a machine that slows down or speeds up meanwhile (a shared
+    CPU does) weighs on all alike, and the median leaves out a call that was stalled."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    seconds = {name: [] for name in fns}
     for _ in range(repeat):
-        fn()
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
+def peak_memory(fn, device) -> int:
+    """Peak CUDA memory allocated during one call, in bytes."""
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
     sync(device)
-    seconds = (time.perf_counter() - start) / repeat
-    return seconds, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return torch.cuda.max_memory_allocated(device)
 
 
 def count_flops(step) -> int:
@@ -174,8 +200,10 @@ def measure_sampling(cfg, sequences: int, device) -> dict:
             rollout(model, frames, conds, N_PAST, teacher_forcing=False, sample_prior=True,
                     noise=noise[k])
 
-    batched_s, _ = timed(lambda: sample_prior(model, frames, conds, N_PAST, noise), device, 2)
-    looped_s, _ = timed(looped, device, 1)
+    seconds = timed_together(
+        {"batched": lambda: sample_prior(model, frames, conds, N_PAST, noise), "looped": looped},
+        device, repeat=3)
+    batched_s, looped_s = seconds["batched"], seconds["looped"]
     total = SAMPLES * sequences
     return {"sequences": sequences, "samples": SAMPLES,
             "batched_samples_per_s": total / batched_s, "looped_samples_per_s": total / looped_s,
@@ -201,16 +229,10 @@ def measure_data(params, device, args) -> dict:
                    grad_clip=1.0)
 
     fixed = next(iter(batches.epoch(0)))
-    synthetic_s, _ = timed(lambda: run(fixed), device, steps)
-    stream = batches.epoch(1)
-    run(next(stream))  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for feed in stream:
-        run(feed)
-    sync(device)
-    real_s = (time.perf_counter() - start) / steps
-    cut_s, _ = timed(lambda: next(iter(batches.epoch(2))), device, steps)
+    stream = batches.epoch(1)  # steps + 1 batches: a warm-up, then one per timed step
+    seconds = timed_together({"real": lambda: run(next(stream)), "resident": lambda: run(fixed),
+                              "cut": lambda: next(iter(batches.epoch(2)))}, device, steps)
+    real_s, synthetic_s, cut_s = seconds["real"], seconds["resident"], seconds["cut"]
     return {"windows_cut": batches.where, "batch": cfg.batch_size,
             "step_ms_real_data": 1e3 * real_s, "step_ms_resident_batch": 1e3 * synthetic_s,
             "ms_to_cut_a_batch": 1e3 * cut_s}
@@ -238,7 +260,8 @@ def format_row(r: dict) -> str:
 
 def print_report(report: dict):
     print(f"\n{report['device']}, torch {report['torch']}, {report['n_past']} -> "
-          f"{report['n_future']} frames\n")
+          f"{report['n_future']} frames; ours in {report['ours_in']} (precision "
+          f"{report['precision']}), the reference in fp32\n")
     print("| config | batch | tfr | reference seq/s | ours seq/s | speed-up | compiled seq/s "
           "| ref peak GiB | ours peak GiB | ours TFLOP/s | % bf16 peak |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -56,16 +56,41 @@ def reuse_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
-# Device types whose steps run under bf16 autocast: CUDA, where it pays. On a CPU bf16 is
-# slower, but the tests add "cpu" to run the mixed-precision path on machines without a GPU.
+# Device types whose models run under bf16 autocast; `precision` sets it for a run.
 BF16_DEVICES = {"cuda"}
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on the `BF16_DEVICES` (CUDA); plain fp32 elsewhere."""
+    """bf16 autocast on the `BF16_DEVICES`; plain fp32 elsewhere."""
     if device.type in BF16_DEVICES:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). There bf16 autocast
+    makes a step faster (benchmarks/train_step.py); elsewhere oneDNN emulates bf16, slower
+    than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch >= 2.1
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+@contextlib.contextmanager
+def precision(mode: str):
+    """Within: `autocast` regions run in bf16 on CUDA and on CPUs with native bf16 (`auto`), on
+    every device (`bf16`), or nowhere (`fp32`)."""
+    global BF16_DEVICES
+    before = BF16_DEVICES
+    BF16_DEVICES = {"auto": {"cuda", "cpu"} if cpu_has_bf16() else {"cuda"},
+                    "bf16": {"cuda", "cpu"}, "fp32": set()}[mode]
+    try:
+        yield
+    finally:
+        BF16_DEVICES = before
+
+
+def runs_in_bf16(device: torch.device) -> bool:
+    return device.type in BF16_DEVICES
 
 
 def seeded_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

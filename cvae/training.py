@@ -33,8 +33,8 @@ from cvae.losses import sequence_loss
 from cvae.models.dance import DanceCVAE
 from cvae.models.svg import SVG
 from cvae.rollout import rollout
-from cvae.runtime import (autocast, init_distributed, load_checkpoint, reuse_freed_memory,
-                           save_checkpoint, set_seed)
+from cvae.runtime import (autocast, init_distributed, load_checkpoint, precision,
+                           reuse_freed_memory, runs_in_bf16, save_checkpoint, set_seed)
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
@@ -129,6 +129,12 @@ def validate(model, split: Split, cfg, device: torch.device) -> dict:
 
 
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
+    """Train (or resume training) the model of `params` on the shards; returns a summary."""
+    with precision(params.train.precision):
+        return _train(params, shards_dir, models_dir, log_dir)
+
+
+def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
     cfg = params.train
     rank, world, device = init_distributed()
     lead = rank == 0  # the process that validates and writes
@@ -149,8 +155,8 @@ def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> 
 
     models_dir, log_dir = Path(models_dir), Path(log_dir)
     say = tqdm.write if lead else (lambda *_: None)
-    say(f"training on {device} ({world} process{'es' if world > 1 else ''}), windows cut "
-        f"{batches.where}")
+    say(f"training on {device} ({world} process{'es' if world > 1 else ''}, "
+        f"{'bf16 autocast' if runs_in_bf16(device) else 'fp32'}), windows cut {batches.where}")
     key = fingerprint(params, meta)
     ckpt = _resumable(models_dir / "last.pt", key, device, say)
     if ckpt is not None:

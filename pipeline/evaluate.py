@@ -13,7 +13,7 @@ import pandas as pd
 from cvae.dance_evaluation import evaluate_dance, has_truth
 from cvae.data.shards import Split, read_meta
 from cvae.evaluation import evaluate
-from cvae.runtime import load_checkpoint, reuse_freed_memory, select_device
+from cvae.runtime import load_checkpoint, precision, reuse_freed_memory, select_device
 from cvae.submission import read_submission, write_submission
 from cvae.training import build_model, prepare_model
 from pipeline._cli import params
@@ -69,7 +69,8 @@ def main():
     model = prepare_model(build_model(p, meta), device, compile_=False)
     model.load_state_dict(load_checkpoint(args.checkpoint, device)["model"])
     protocol = dance if meta.get("track") == "dance" else robot
-    metrics, frames, scores, extra = protocol(model, args, cfg, device)
+    with precision(p.train.precision):  # the precision the model was trained in
+        metrics, frames, scores, extra = protocol(model, args, cfg, device)
     metrics.update(num_samples=cfg.num_samples, model=model.name)
 
     per_frame = pd.DataFrame({"frame": frames, **scores.per_frame()})

@@ -39,6 +39,7 @@ def test_bad_choice_lists_the_choices():
     ({"report": {"sequence": 9}}, r"report\.sequence: must be < eval\.keep"),
     ({"model": {"levels": 6}}, r"model\.levels: must be 1 \(plain SVG\) to 5"),
     ({"model": {"level_channels": 0}}, r"model\.level_channels: must be > 0"),
+    ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of"),
 ])
 def test_bad_values_name_their_key(raw, key):
     with pytest.raises(ConfigError, match=key):

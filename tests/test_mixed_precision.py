@@ -21,17 +21,32 @@ from tests.test_models import VARIANTS, _data, _variant
 DANCE = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 
 
-def _in_fp32_and_bf16(fn, device, monkeypatch):
-    """fn() with autocast off, then with bf16 autocast on `device`."""
-    monkeypatch.setattr(runtime, "BF16_DEVICES", set())
-    torch.manual_seed(3)
-    fp32 = fn()
-    monkeypatch.setattr(runtime, "BF16_DEVICES", {device.type})
-    torch.manual_seed(3)
-    return fp32, fn()
+def _in_fp32_and_bf16(fn):
+    """fn() in fp32, then in bf16 autocast, from the same seed."""
+    results = []
+    for mode in ("fp32", "bf16"):
+        torch.manual_seed(3)
+        with runtime.precision(mode):
+            results.append(fn())
+    return results
 
 
-def _compare_steps(model, frames, conds, n_past, teacher_forcing, device, monkeypatch):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_picks_the_devices_that_run_in_bf16(native_bf16, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native_bf16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    with runtime.precision("auto"):
+        assert runtime.runs_in_bf16(cuda) and runtime.runs_in_bf16(cpu) == native_bf16
+        with runtime.precision("fp32"):
+            assert not runtime.runs_in_bf16(cuda) and not runtime.runs_in_bf16(cpu)
+        with runtime.precision("bf16"):
+            assert runtime.runs_in_bf16(cpu) and runtime.runs_in_bf16(cuda)
+            assert runtime.autocast(cpu).fast_dtype == torch.bfloat16
+        assert runtime.runs_in_bf16(cpu) == native_bf16  # restored on the way out
+    assert runtime.runs_in_bf16(cuda) and not runtime.runs_in_bf16(cpu)  # the library default
+
+
+def _compare_steps(model, frames, conds, n_past, teacher_forcing, device):
     """The same step (same noise) in fp32 and in bf16: the loss within 2% and every gradient
     finite, of the same parameters, pointing the same way (cosine > 0.9)."""
     # Running batch-norm statistics: both steps see the same network.
@@ -45,8 +60,7 @@ def _compare_steps(model, frames, conds, n_past, teacher_forcing, device, monkey
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
                              if p.grad is not None}
 
-    (loss32, grads32), (loss16, grads16) = _in_fp32_and_bf16(loss_and_grads, device,
-                                                              monkeypatch)
+    (loss32, grads32), (loss16, grads16) = _in_fp32_and_bf16(loss_and_grads)
     assert loss16 != loss32  # bf16 really ran
     assert loss16 == pytest.approx(loss32, rel=0.02)
     assert grads16.keys() == grads32.keys()
@@ -59,19 +73,17 @@ def _compare_steps(model, frames, conds, n_past, teacher_forcing, device, monkey
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
-def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcing, device,
-                                         monkeypatch):
+def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcing, device):
     frames, conds = _data(T=5, B=4)
-    _compare_steps(_variant(tiny_model_cfg, variant), frames, conds, 2, teacher_forcing, device,
-                   monkeypatch)
+    _compare_steps(_variant(tiny_model_cfg, variant), frames, conds, 2, teacher_forcing, device)
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("residual", [True, False])
-def test_the_dance_model_steps_in_bf16(residual, teacher_forcing, device, monkeypatch):
+def test_the_dance_model_steps_in_bf16(residual, teacher_forcing, device):
     model = DanceCVAE(dataclasses.replace(DANCE, residual=residual))
     frames, labels = torch.rand(5, 2, 3, 32, 64), torch.rand(5, 2, 3, 32, 64)
-    _compare_steps(model, frames, labels, 1, teacher_forcing, device, monkeypatch)
+    _compare_steps(model, frames, labels, 1, teacher_forcing, device)
 
 
 def _assert_close_scores(fp32: dict, bf16: dict):
@@ -85,23 +97,21 @@ def _assert_close_scores(fp32: dict, bf16: dict):
 
 @pytest.mark.parametrize("variant", [VARIANTS[1], VARIANTS[4]],
                          ids=lambda v: "-".join(map(str, v.values())))
-def test_robot_evaluation_scores_agree_in_bf16(tiny_model_cfg, variant, device, tmp_path,
-                                               monkeypatch):
+def test_robot_evaluation_scores_agree_in_bf16(tiny_model_cfg, variant, device, tmp_path):
     write_random_raw(tmp_path / "raw", {"train": 1, "val": 1, "test": 3})
     prepare(tmp_path / "raw", tmp_path / "shards", shard_size=4, seq_len=8)
     model, split = _variant(tiny_model_cfg, variant).to(device), Split(tmp_path / "shards", "test")
     fp32, bf16 = _in_fp32_and_bf16(
         lambda: evaluate(model, split, n_past=2, n_future=5, batch_size=2, device=device, seed=0,
-                         samples=3), device, monkeypatch)
+                         samples=3))
     _assert_close_scores(fp32.scores, bf16.scores)
 
 
-def test_dance_evaluation_scores_agree_in_bf16(dance_shards, device, monkeypatch):
+def test_dance_evaluation_scores_agree_in_bf16(dance_shards, device):
     shards, _ = dance_shards
     model, split = DanceCVAE(DANCE).to(device), Split(shards, "test")
     torch.nn.init.normal_(model.generator[-2].weight, std=0.1)  # a residual that is not zero
     (fp32, _), (bf16, predictions) = _in_fp32_and_bf16(
-        lambda: evaluate_dance(model, split, batch_size=2, device=device, seed=0, samples=2),
-        device, monkeypatch)
+        lambda: evaluate_dance(model, split, batch_size=2, device=device, seed=0, samples=2))
     _assert_close_scores(fp32.scores, bf16.scores)
     assert predictions.dtype == np.uint8

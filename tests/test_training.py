@@ -87,6 +87,18 @@ def test_other_settings_start_over(shards, tmp_path, capsys):
     assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 2
 
 
+def test_the_precision_setting_reaches_the_training_step(shards, tmp_path, capsys):
+    losses = {}
+    for mode in ("fp32", "bf16"):
+        params = parse(Params, {**TINY, "train": {**TINY["train"], "precision": mode, "epochs": 1}})
+        train(params, shards, tmp_path / mode / "models", tmp_path / mode / "logs")
+        assert f"1 process, {'bf16 autocast' if mode == 'bf16' else 'fp32'})" in \
+            capsys.readouterr().out
+        losses[mode] = [float(r["loss"]) for r in _rows(tmp_path / mode / "logs" / "steps.tsv")]
+    assert losses["fp32"] != losses["bf16"]
+    assert losses["fp32"] == pytest.approx(losses["bf16"], rel=0.02)
+
+
 DISTRIBUTED = """
 import os, sys, torch
 import cvae.training as training
