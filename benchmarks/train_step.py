@@ -12,7 +12,7 @@ teacher forcing on (tfr 1) and off (tfr 0), it times
     bf16 autocast where `--precision` (default: train.precision) puts it, on CUDA fused Adam
     (and torch.compile with --compile),
 on the same random batch and initial weights; then best-of-100 sampling as one batch against a
-loop of 100 rollouts. Whatever is compared is timed in turns (a, b, a, b, ...) and each reported
+loop of 100 rollouts, and the dance model's step in fp32 against bf16. Whatever is compared is timed in turns (a, b, a, b, ...) and each reported
 time is the median of its turns, so that a shared machine's drifts weigh on both sides alike.
 On CUDA it also reports peak memory and TFLOP/s against the bf16 peak (FLOPs counted once with
 torch's FLOP counter); given prepared shards, the step time with real batches (cut where
@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from cvae.config import ModelConfig, load_params  # noqa: E402
 from cvae.data.batches import TrainBatches  # noqa: E402
 from cvae.evaluation import sample_prior, to_model_frames  # noqa: E402
+from cvae.models.dance import DanceCVAE  # noqa: E402
 from cvae.models.svg import SVG  # noqa: E402
 from cvae.reference import per_frame_rollout  # noqa: E402
 from cvae.rollout import rollout  # noqa: E402
@@ -83,10 +84,11 @@ def main():
                 print(format_row(rows[-1]), flush=True)
         sampling = measure_sampling(defaults.model, 32 if cuda else 4, device)
         data = measure_data(defaults, device, args) if args.shards.exists() else None
+    dance = measure_dance_precision(defaults.model.dance, device, args.repeat)
     report = {"device": device_name(device), "torch": torch.__version__,
               "python": platform.python_version(), "precision": args.precision,
               "ours_in": ours_in, "n_past": N_PAST, "n_future": N_FUTURE,
-              "steps": rows, "sampling": sampling, "data": data}
+              "steps": rows, "sampling": sampling, "data": data, "dance_precision": dance}
     print_report(report)
     suffix = "" if args.precision == "auto" else f"-{args.precision}"
     out = args.out or REPO / "benchmarks" / "results" / f"train_step-{device.type}{suffix}.json"
@@ -186,6 +188,26 @@ def count_flops(step) -> int:
     return counter.get_total_flops()
 
 
+def measure_dance_precision(cfg, device, repeat: int) -> dict:
+    """The dance model's step (presets/dance.yaml's sizes: 8 clips of 1 + 15 frames of 32x64)
+    in fp32 and in bf16, teacher-forced and autoregressive: milliseconds per step."""
+    frames, labels = (torch.rand(16, 8, 3, 32, 64, device=device) for _ in range(2))
+    steps = {}
+    for mode in ("fp32", "bf16"):
+        for teacher_forcing in (True, False):
+            torch.manual_seed(0)
+            model = prepare_model(DanceCVAE(cfg, 3, (32, 64)), device, False)
+            objective = Objective(model)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
+
+            def step(objective=objective, optimizer=optimizer, mode=mode, tf=teacher_forcing):
+                with precision(mode):
+                    train_step(objective, optimizer, frames, labels, n_past=1, beta=1e-3,
+                               teacher_forcing=tf, grad_clip=1.0)
+            steps[f"{mode}_tfr{int(teacher_forcing)}_ms"] = step
+    return {name: 1e3 * s for name, s in timed_together(steps, device, repeat).items()}
+
+
 def measure_sampling(cfg, sequences: int, device) -> dict:
     """Best-of-100 sampling: 100 prior samples per sequence as one batch vs 100 rollouts."""
     torch.manual_seed(0)
@@ -271,6 +293,10 @@ def print_report(report: dict):
     print(f"\nbest-of-{s['samples']} sampling, {s['sequences']} sequences: batched "
           f"{s['batched_samples_per_s']:.0f} samples/s, looped {s['looped_samples_per_s']:.0f} "
           f"samples/s, {s['speedup']:.1f}x")
+    d = report["dance_precision"]
+    print(f"dance step (8 x 16 frames, 32x64), ms: teacher-forced {d['fp32_tfr1_ms']:.0f} fp32, "
+          f"{d['bf16_tfr1_ms']:.0f} bf16; autoregressive {d['fp32_tfr0_ms']:.0f} fp32, "
+          f"{d['bf16_tfr0_ms']:.0f} bf16")
     if report["data"]:
         d = report["data"]
         print(f"data (windows cut {d['windows_cut']}, batch {d['batch']}): step "

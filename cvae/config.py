@@ -176,7 +176,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     log_every: int = 10  # steps between log lines
     compile: bool = False  # torch.compile the encoder and decoder
-    # bf16 autocast: on CUDA and on CPUs that multiply bf16 natively (auto), always, or never.
+    # bf16 autocast on CUDA only (auto), on CPUs too (bf16), or never (fp32).
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     loader_workers: int = 2  # DataLoader workers, for CUDA runs whose split does not fit on the GPU
     kl: KLConfig = field(default_factory=KLConfig)

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,21 +69,23 @@ def autocast(device: torch.device):
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX). There bf16 autocast
-    makes a step faster (benchmarks/train_step.py); elsewhere oneDNN emulates bf16, slower
-    than fp32."""
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates
+    bf16, slower than fp32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch >= 2.1
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 @contextlib.contextmanager
 def precision(mode: str):
-    """Within: `autocast` regions run in bf16 on CUDA and on CPUs with native bf16 (`auto`), on
-    every device (`bf16`), or nowhere (`fp32`)."""
+    """Within: `autocast` regions run in bf16 on CUDA (`auto`), on every device (`bf16`), or
+    nowhere (`fp32`). On a CPU bf16 is opt-in: even with native bf16 it pays for large
+    convolutions and costs for small ones (benchmarks/train_step.py, README "Measured")."""
     global BF16_DEVICES
     before = BF16_DEVICES
-    BF16_DEVICES = {"auto": {"cuda", "cpu"} if cpu_has_bf16() else {"cuda"},
-                    "bf16": {"cuda", "cpu"}, "fp32": set()}[mode]
+    BF16_DEVICES = {"auto": {"cuda"}, "bf16": {"cuda", "cpu"}, "fp32": set()}[mode]
+    if mode == "bf16" and not cpu_has_bf16() and not torch.cuda.is_available():
+        warnings.warn("train.precision: bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) "
+                      "is emulated, slower than fp32", stacklevel=3)
     try:
         yield
     finally:

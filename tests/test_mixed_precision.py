@@ -3,6 +3,7 @@ every model variant's training step and both tracks' evaluation must work in it 
 fp32 to bf16's precision. CI has no GPU; this is what catches a dtype mismatch before a GPU user
 does. (On CUDA, "fp32" convolutions use TF32, PyTorch's default: the tolerances allow for it.)"""
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -31,19 +32,30 @@ def _in_fp32_and_bf16(fn):
     return results
 
 
-@pytest.mark.parametrize("native_bf16", [True, False])
-def test_precision_picks_the_devices_that_run_in_bf16(native_bf16, monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: native_bf16)
+def test_precision_picks_the_devices_that_run_in_bf16():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    with runtime.precision("auto"):
-        assert runtime.runs_in_bf16(cuda) and runtime.runs_in_bf16(cpu) == native_bf16
+    with runtime.precision("bf16"):
+        assert runtime.runs_in_bf16(cpu) and runtime.runs_in_bf16(cuda)
+        assert runtime.autocast(cpu).fast_dtype == torch.bfloat16
         with runtime.precision("fp32"):
             assert not runtime.runs_in_bf16(cuda) and not runtime.runs_in_bf16(cpu)
-        with runtime.precision("bf16"):
-            assert runtime.runs_in_bf16(cpu) and runtime.runs_in_bf16(cuda)
-            assert runtime.autocast(cpu).fast_dtype == torch.bfloat16
-        assert runtime.runs_in_bf16(cpu) == native_bf16  # restored on the way out
+        with runtime.precision("auto"):
+            assert runtime.runs_in_bf16(cuda) and not runtime.runs_in_bf16(cpu)
+        assert runtime.runs_in_bf16(cpu)  # restored on the way out
     assert runtime.runs_in_bf16(cuda) and not runtime.runs_in_bf16(cpu)  # the library default
+
+
+def test_bf16_on_a_cpu_that_would_emulate_it_warns(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated, slower than fp32"):
+        with runtime.precision("bf16"):
+            pass
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with runtime.precision("bf16"):
+            pass
 
 
 def _compare_steps(model, frames, conds, n_past, teacher_forcing, device):
