@@ -12,8 +12,9 @@ teacher forcing on (tfr 1) and off (tfr 0), it times
     bf16 autocast where `--precision` (default: train.precision) puts it, on CUDA fused Adam
     (and torch.compile with --compile),
 on the same random batch and initial weights; then best-of-100 sampling as one batch against a
-loop of 100 rollouts, and the dance model's step in fp32 against bf16. Whatever is compared is timed in turns (a, b, a, b, ...) and each reported
-time is the median of its turns, so that a shared machine's drifts weigh on both sides alike.
+loop of 100 rollouts, and the dance model's step in fp32 against bf16. Whatever is compared is
+timed in turns (a, b, a, b, ...) and each reported time is the median of its turns, so that a
+shared machine's drifts weigh on both sides alike.
 On CUDA it also reports peak memory and TFLOP/s against the bf16 peak (FLOPs counted once with
 torch's FLOP counter); given prepared shards, the step time with real batches (cut where
 training cuts them) against a batch that is already there.

@@ -78,8 +78,8 @@ def cpu_has_bf16() -> bool:
 @contextlib.contextmanager
 def precision(mode: str):
     """Within: `autocast` regions run in bf16 on CUDA (`auto`), on every device (`bf16`), or
-    nowhere (`fp32`). On a CPU bf16 is opt-in: even with native bf16 it pays for large
-    convolutions and costs for small ones (benchmarks/train_step.py, README "Measured")."""
+    nowhere (`fp32`). On a CPU bf16 is opt-in: only CPUs with native bf16 gain from it, and it
+    makes the numbers depend on the machine (README, "Speed and scale")."""
     global BF16_DEVICES
     before = BF16_DEVICES
     BF16_DEVICES = {"auto": {"cuda"}, "bf16": {"cuda", "cpu"}, "fp32": set()}[mode]
