@@ -16,7 +16,7 @@ def _seed():
 
 
 # Tests that take `device` run on the CPU and, on a machine with a GPU, on CUDA too: the CUDA
-# paths CI cannot reach are one `pytest -k cuda` away for whoever has one.
+# paths CI cannot reach are one `pytest -k "cuda or nccl"` away for whoever has one.
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
