@@ -10,7 +10,6 @@ Under `torchrun` every process trains a replica with DistributedDataParallel on 
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -47,17 +46,17 @@ class Objective(nn.Module):
 
     A module, so that DistributedDataParallel can wrap the whole step. `rollout_fn` is the
     model's track's rollout (`cvae.rollout.rollout` or `cvae.dance_rollout.rollout`), or
-    `cvae.reference.per_frame_rollout` to measure against; `mixed_precision` False keeps CUDA in
-    fp32 too (the reference's precision)."""
+    `cvae.reference.per_frame_rollout` to measure against. The rollout runs in the precision
+    that `cvae.runtime.precision` sets."""
 
-    def __init__(self, model: SVG | DanceCVAE, rollout_fn=None, mixed_precision: bool = True):
+    def __init__(self, model: SVG | DanceCVAE, rollout_fn=None):
         super().__init__()
         if rollout_fn is None:
             rollout_fn = dance_rollout.rollout if isinstance(model, DanceCVAE) else rollout
-        self.model, self.rollout_fn, self.mixed_precision = model, rollout_fn, mixed_precision
+        self.model, self.rollout_fn = model, rollout_fn
 
     def forward(self, frames, conds, n_past: int, teacher_forcing: bool, beta: float):
-        with autocast(frames.device) if self.mixed_precision else contextlib.nullcontext():
+        with autocast(frames.device):
             out = self.rollout_fn(self.model, frames, conds, n_past,
                                   teacher_forcing=teacher_forcing)
         # The rollout's prior is N(0, I) (zeros) for SVG-FP, the learned one for SVG-LP.

@@ -202,6 +202,7 @@ def test_the_fast_step_has_the_per_frame_steps_loss_and_gradients(tiny_model_cfg
     """fp32 (on CUDA without TF32), batch norm on running statistics (batching frames over time
     changes batch statistics, by design): loss within 1e-6 relative, every gradient within 1e-4
     relative to the largest gradient of its tensor, on the same noise."""
+    from cvae.runtime import precision
     from cvae.training import Objective
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # matmuls: fp32 by default
     model = _variant(tiny_model_cfg, variant).to(device).eval()
@@ -212,8 +213,8 @@ def test_the_fast_step_has_the_per_frame_steps_loss_and_gradients(tiny_model_cfg
         def with_noise(*args, teacher_forcing, fn=rollout_fn):
             return fn(*args, teacher_forcing=teacher_forcing, noise=noise)
         model.zero_grad()
-        objective = Objective(model, with_noise, mixed_precision=False)
-        loss, mse, kl = objective(frames, conds, 2, teacher_forcing, 0.1)
+        with precision("fp32"):
+            loss, mse, kl = Objective(model, with_noise)(frames, conds, 2, teacher_forcing, 0.1)
         loss.backward()
         results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
                                       if p.grad is not None}))
