@@ -18,7 +18,8 @@ WORKER = """
 import json, resource, sys, time
 import torch
 from cvae.config import load_params
-from cvae.models.svg import SVG
+from cvae.tracks.robot.model import SVG
+from cvae.tracks.robot.rollout import rollout
 from cvae.runtime import reuse_freed_memory
 from cvae.training import Objective, train_step
 
@@ -35,7 +36,7 @@ frames, conds = torch.rand(T, cfg.batch_size, 3, 64, 64), torch.randn(T, cfg.bat
 out = {}
 for teacher_forcing in (True, False):
     def step():
-        train_step(Objective(model), optimizer, frames, conds, n_past=cfg.n_past, beta=1e-4,
+        train_step(Objective(model, rollout), optimizer, frames, conds, n_past=cfg.n_past, beta=1e-4,
                    teacher_forcing=teacher_forcing, grad_clip=1.0)
     for _ in range(3):
         step()  # warm-up

@@ -20,7 +20,7 @@ from cvae.config import BairPngConfig, DataConfig  # noqa: E402
 from cvae.data import bair  # noqa: E402
 from cvae.data.png_folders import SPLIT_FOLDERS, write_sequence  # noqa: E402
 from cvae.data.raw import download, read_sequences  # noqa: E402
-from cvae.data.shards import prepare  # noqa: E402
+from cvae.data.prepare import prepare  # noqa: E402
 
 
 def write_png_copy(tar: Path, root: Path, seq_len: int) -> int:

@@ -6,9 +6,10 @@
 For the lab's sizes (width 1.0: 64..512 channels, g_dim 128, z_dim 64, LSTMs 256) and the CPU
 defaults of params.yaml, both at 64x64 with 2 conditioning + 10 predicted frames, and for
 teacher forcing on (tfr 1) and off (tfr 0), it times
-  - the reference: `cvae.reference.per_frame_rollout` (every frame encoded, stepped and decoded
-    alone, as SVG's code does), fp32, plain Adam;
-  - our step: `cvae.rollout.rollout` (one batched encode, batched decodes), channels_last,
+  - the reference: `cvae.tracks.robot.reference.per_frame_rollout` (every frame encoded,
+    stepped and decoded alone, as SVG's code does), fp32, plain Adam;
+  - our step: `cvae.tracks.robot.rollout.rollout` (one batched encode, batched decodes),
+    channels_last,
     bf16 autocast where `--precision` (default: train.precision) puts it, on CUDA fused Adam
     (and torch.compile with --compile),
 on the same random batch and initial weights; then best-of-100 sampling as one batch against a
@@ -39,13 +40,15 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from cvae.config import ModelConfig, load_params  # noqa: E402
 from cvae.data.batches import TrainBatches  # noqa: E402
-from cvae.evaluation import sample_prior, to_model_frames  # noqa: E402
-from cvae.models.dance import DanceCVAE  # noqa: E402
-from cvae.models.svg import SVG  # noqa: E402
-from cvae.reference import per_frame_rollout  # noqa: E402
-from cvae.rollout import rollout  # noqa: E402
-from cvae.runtime import precision, reuse_freed_memory, runs_in_bf16  # noqa: E402
-from cvae.training import Objective, prepare_model, train_step  # noqa: E402
+from cvae.runtime import precision, prepare_model, reuse_freed_memory, runs_in_bf16  # noqa: E402
+from cvae.samples import to_model_frames  # noqa: E402
+from cvae.tracks import dance, robot  # noqa: E402
+from cvae.tracks.dance.model import DanceCVAE  # noqa: E402
+from cvae.tracks.robot.evaluation import sample_prior  # noqa: E402
+from cvae.tracks.robot.model import SVG  # noqa: E402
+from cvae.tracks.robot.reference import per_frame_rollout  # noqa: E402
+from cvae.tracks.robot.rollout import rollout  # noqa: E402
+from cvae.training import Objective, train_step  # noqa: E402
 
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
 N_PAST, N_FUTURE, SAMPLES = 2, 10, 100
@@ -142,7 +145,7 @@ def make_step(cfg, initial, frames, conds, teacher_forcing, device, *, rollout_f
     model = SVG(cfg)
     model.load_state_dict(initial)
     if fast:
-        model = prepare_model(model, device, compile_)
+        model = prepare_model(model, device, robot.compiled_modules if compile_ else None)
     else:  # the reference as SVG runs it: fp32, default memory layout, plain Adam
         model, frames = model.to(device), frames.contiguous()
     objective = Objective(model, rollout_fn)
@@ -198,8 +201,8 @@ def measure_dance_precision(cfg, device, repeat: int) -> dict:
     for mode in ("fp32", "bf16"):
         for teacher_forcing in (True, False):
             torch.manual_seed(0)
-            model = prepare_model(DanceCVAE(cfg, 3, (32, 64)), device, False)
-            objective = Objective(model)
+            model = prepare_model(DanceCVAE(cfg, 3, (32, 64)), device)
+            objective = Objective(model, dance.training_rollout)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
 
             def step(objective=objective, optimizer=optimizer, mode=mode, tf=teacher_forcing):
@@ -213,7 +216,7 @@ def measure_dance_precision(cfg, device, repeat: int) -> dict:
 def measure_sampling(cfg, sequences: int, device) -> dict:
     """Best-of-100 sampling: 100 prior samples per sequence as one batch vs 100 rollouts."""
     torch.manual_seed(0)
-    model = prepare_model(SVG(cfg), device, False).eval()
+    model = prepare_model(SVG(cfg), device).eval()
     frames, conds = batch_of(sequences, device)
     T = N_PAST + N_FUTURE
     noise = torch.randn(SAMPLES, T - 1, sequences, model.latent_size, device=device)
@@ -242,8 +245,8 @@ def measure_data(params, device, args) -> dict:
     steps = max(args.repeat, 3)
     batches = TrainBatches(args.shards, cfg.batch_size, window, steps + 1, seed=0, device=device)
     torch.manual_seed(0)
-    model = prepare_model(SVG(params.model), device, False)
-    objective = Objective(model)
+    model = prepare_model(SVG(params.model), device)
+    objective = Objective(model, rollout)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def run(feed):

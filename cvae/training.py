@@ -22,18 +22,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from cvae import tracks
 from cvae.config import Params
 from cvae.data.batches import TrainBatches, seeded_generator
-from cvae import dance_rollout
-from cvae.dance_evaluation import evaluate_dance
 from cvae.data.shards import Split, read_meta
-from cvae.evaluation import evaluate, to_model_conditions, to_model_frames
 from cvae.losses import sequence_loss
-from cvae.models.dance import DanceCVAE
-from cvae.models.svg import SVG
-from cvae.rollout import rollout
-from cvae.runtime import (autocast, init_distributed, load_checkpoint, precision,
-                           reuse_freed_memory, runs_in_bf16, save_checkpoint, set_seed)
+from cvae.runtime import (autocast, init_distributed, load_checkpoint, precision, prepare_model,
+                          reuse_freed_memory, runs_in_bf16, save_checkpoint, set_seed)
+from cvae.samples import to_model_conditions, to_model_frames
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
@@ -45,14 +41,11 @@ class Objective(nn.Module):
     """The training loss of a batch as a module: (frames, conds) -> (loss, mse, kl).
 
     A module, so that DistributedDataParallel can wrap the whole step. `rollout_fn` is the
-    model's track's rollout (`cvae.rollout.rollout` or `cvae.dance_rollout.rollout`), or
-    `cvae.reference.per_frame_rollout` to measure against. The rollout runs in the precision
-    that `cvae.runtime.precision` sets."""
+    track's training rollout (`Track.training_rollout`), or the robot track's per-frame reference to
+    measure against. The rollout runs in the precision that `cvae.runtime.precision` sets."""
 
-    def __init__(self, model: SVG | DanceCVAE, rollout_fn=None):
+    def __init__(self, model: nn.Module, rollout_fn):
         super().__init__()
-        if rollout_fn is None:
-            rollout_fn = dance_rollout.rollout if isinstance(model, DanceCVAE) else rollout
         self.model, self.rollout_fn = model, rollout_fn
 
     def forward(self, frames, conds, n_past: int, teacher_forcing: bool, beta: float):
@@ -90,43 +83,6 @@ def fingerprint(params: Params, meta: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_model(params: Params, meta: dict) -> SVG | DanceCVAE:
-    """The model of the data's track: SVG (robot) or the pose-conditioned dance model."""
-    channels, *size = meta["frame_shape"][1:]
-    if meta.get("track") == "dance":
-        return DanceCVAE(params.model.dance, channels, tuple(size))
-    return SVG(params.model, cond_dim=len(meta["condition_names"]), channels=channels)
-
-
-def prepare_model(model: SVG | DanceCVAE, device: torch.device, compile_: bool):
-    """Move to `device` with channels_last weights (cuDNN's and oneDNN's fastest layout: 10-25%
-    off a CPU step at the default sizes); optionally compile the convolutional parts, where
-    nearly all the time goes."""
-    model = model.to(device, memory_format=torch.channels_last)
-    if compile_:
-        for module in _convolutional(model):
-            module.compile()
-    return model
-
-
-def _convolutional(model) -> list[nn.Module]:
-    if isinstance(model, SVG):
-        return [model.encoder, model.decoder]
-    return [model.frame_encoder, model.label_encoder, model.fusion, model.generator]
-
-
-def validate(model, split: Split, cfg, device: torch.device) -> dict:
-    """Validation scores (psnr, ssim, baseline_psnr), the same prior samples every epoch: the
-    robot protocol (n_past -> n_future), or the dance one (the whole sequence from its first
-    frame, beside copying that frame)."""
-    if isinstance(model, DanceCVAE):
-        scores, _ = evaluate_dance(model, split, batch_size=cfg.batch_size, device=device,
-                                   seed=cfg.seed, samples=1, posterior=False)
-        return scores.summary()
-    return evaluate(model, split, cfg.n_past, cfg.n_future, batch_size=cfg.batch_size,
-                    device=device, seed=cfg.seed, samples=1, posterior=False, keep=0).summary()
-
-
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
     """Train (or resume training) the model of `params` on the shards; returns a summary."""
     with precision(params.train.precision):
@@ -140,8 +96,10 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
     reuse_freed_memory()
     set_seed(cfg.seed)  # the same initial model everywhere (DDP also broadcasts rank 0's)
     meta = read_meta(shards_dir)
-    model = prepare_model(build_model(params, meta), device, cfg.compile)
-    objective = Objective(model)
+    track = tracks.for_meta(meta)
+    model = prepare_model(track.build_model(params, meta), device,
+                          track.compiled_modules if cfg.compile else None)
+    objective = Objective(model, track.training_rollout)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999),
@@ -202,7 +160,7 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
             _average_buffers(model, world)
         rng = _gather_rng_states(device, world)
         if lead:
-            _end_epoch(model, optimizer, params, key, state, rng, val_split, cfg, device,
+            _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,
                        models_dir, logs, {**totals, "beta": beta, "tfr": tfr}, say)
         if world > 1:
             dist.barrier()  # the others wait for the checkpoint
@@ -214,11 +172,11 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
             "best_epoch": state["best_epoch"], "device": device.type, "processes": world}
 
 
-def _end_epoch(model, optimizer, params, key, state, rng, val_split, cfg, device, models_dir,
-               logs, train_terms, say):
-    """Validate (the lab protocol, the same prior samples every epoch), log, checkpoint."""
+def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,
+               models_dir, logs, train_terms, say):
+    """Validate (the track's protocol, the same prior samples every epoch), log, checkpoint."""
     epoch = state["epoch"] - 1
-    val = validate(model, val_split, cfg, device)
+    val = track.validate(model, val_split, cfg, device)
     logs.epoch({"epoch": epoch, "step": state["step"], **train_terms, "val_psnr": val["psnr"],
                 "val_ssim": val["ssim"], "val_baseline_psnr": val["baseline_psnr"]})
     say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (baseline {val['baseline_psnr']:.2f})"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cvae.data.shards import read_meta
-from cvae.submission import read_submission
+from cvae.tracks.dance.submission import read_submission
 
 
 def main():

@@ -3,7 +3,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cvae.data.shards import prepare
+from cvae.data.prepare import prepare
 from pipeline._cli import params
 
 

@@ -1,5 +1,5 @@
-"""Stage `train`: SVG on shards/, checkpoints in models/, logs in logs/train/. Also runs as
-`torchrun --nproc_per_node K -m pipeline.train` (DistributedDataParallel)."""
+"""Stage `train`: the model of the data's track on shards/, checkpoints in models/, logs in
+logs/train/. Also runs as `torchrun --nproc_per_node K -m pipeline.train` (DistributedDataParallel)."""
 import argparse
 import json
 import os

@@ -7,7 +7,7 @@ import torch
 from cvae.config import ModelConfig
 from cvae.data import bair, lab4_folders
 from cvae.data.raw import MANIFEST
-from cvae.data.shards import prepare
+from cvae.data.prepare import prepare
 
 
 @pytest.fixture(autouse=True)

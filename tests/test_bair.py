@@ -11,7 +11,8 @@ from cvae.data.bair import CorruptArchive
 from cvae.data.http import DownloadError, fetch
 from cvae.data.png_folders import LayoutError
 from cvae.data.raw import download
-from cvae.data.shards import Split, prepare
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
 from cvae.data.tfrecords import CorruptRecord, masked_crc, parse_sequence
 from tests import bair_files
 from tests.conftest import random_sequences

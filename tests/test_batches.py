@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cvae.data.batches import DeviceSplit, TrainBatches, seeded_generator
-from cvae.data.shards import Split, prepare
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
 from tests.conftest import write_random_raw
 
 

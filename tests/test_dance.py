@@ -9,15 +9,16 @@ import torch
 from PIL import Image
 
 from cvae.config import DanceModelConfig
-from cvae.dance_evaluation import evaluate_dance
-from cvae.dance_rollout import generate, rollout
+from cvae.tracks.dance.evaluation import evaluate_dance
+from cvae.tracks.dance.rollout import generate, rollout
 from cvae.data import lab4_folders, sim_dance
-from cvae.data.shards import Split, prepare
-from cvae.evaluation import _to_uint8
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
+from cvae.samples import to_uint8
 from cvae.metrics import psnr
-from cvae.models.dance import DanceCVAE
-from cvae.submission import read_submission, write_submission
-from tests.test_pipeline import _run, _write_params
+from cvae.tracks.dance.model import DanceCVAE
+from cvae.tracks.dance.submission import read_submission, write_submission
+from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_run
 
 TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 
@@ -199,7 +200,7 @@ def test_the_rollout_protocol_scores_every_frame_beside_copying_the_first(dance_
 
 def test_a_submission_reads_back_the_same_pixels(tmp_path):
     x = torch.rand(2, 4, 3, 32, 64)
-    predictions = _to_uint8(x).numpy()
+    predictions = to_uint8(x).numpy()
     path = tmp_path / "submission.csv"
     assert write_submission(path, predictions) == 8
     header = path.read_text().split("\n", 1)[0].split(",")
@@ -245,3 +246,5 @@ def test_the_dance_track_runs_every_stage(tmp_path):
     assert Image.open(gifs[0]).n_frames == 12
     summary = (tmp_path / "reports" / "summary.md").read_text()
     assert f"{metrics['psnr']:.2f}" in summary and f"{metrics['baseline_psnr']:.2f}" in summary
+    assert_deps_are_the_code_run(tmp_path, ["download", "prepare", "train", "evaluate", "report"],
+                                 other_tracks=["robot"])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cvae.data.raw import sequence_seed
-from cvae.data.shards import Split, prepare
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
 from cvae.data.sim_push import generate_sequence
 from tests.conftest import write_random_raw
 

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from cvae.data.shards import Split, prepare
-from cvae.evaluation import evaluate, sample_prior
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
+from cvae.tracks.robot.evaluation import evaluate, sample_prior
 from cvae.metrics import psnr, psnr_per_channel
-from cvae.models.svg import SVG
-from cvae.rollout import rollout
+from cvae.tracks.robot.model import SVG
+from cvae.tracks.robot.rollout import rollout
 from tests.conftest import write_random_raw
 
 
@@ -70,7 +71,7 @@ def test_svgs_per_channel_psnr_averages_channels_and_is_never_lower():
 
 def test_a_batch_too_big_for_the_gpu_is_retried_smaller(tiny_model_cfg, split, monkeypatch,
                                                         capsys):
-    import cvae.evaluation as evaluation
+    import cvae.tracks.robot.evaluation as evaluation
     real, sizes = evaluation._evaluate_batch, []
 
     def limited(model, split_, indices, *args, **kwargs):  # "GPU memory" for 2 sequences

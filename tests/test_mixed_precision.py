@@ -11,10 +11,13 @@ import torch
 
 from cvae import runtime
 from cvae.config import DanceModelConfig
-from cvae.dance_evaluation import evaluate_dance
-from cvae.data.shards import Split, prepare
-from cvae.evaluation import evaluate
-from cvae.models.dance import DanceCVAE
+from cvae.data.prepare import prepare
+from cvae.data.shards import Split
+from cvae.tracks.dance.evaluation import evaluate_dance
+from cvae.tracks.dance.model import DanceCVAE
+from cvae.tracks.dance.rollout import rollout as dance_rollout
+from cvae.tracks.robot.evaluation import evaluate
+from cvae.tracks.robot.rollout import rollout
 from cvae.training import Objective
 from tests.conftest import write_random_raw
 from tests.test_models import VARIANTS, _data, _variant
@@ -58,7 +61,7 @@ def test_bf16_on_a_cpu_that_would_emulate_it_warns(monkeypatch):
             pass
 
 
-def _compare_steps(model, frames, conds, n_past, teacher_forcing, device):
+def _compare_steps(model, rollout_fn, frames, conds, n_past, teacher_forcing, device):
     """The same step (same noise) in fp32 and in bf16: the loss within 2% and every gradient
     finite, of the same parameters, pointing the same way (cosine > 0.9)."""
     # Running batch-norm statistics: both steps see the same network.
@@ -67,7 +70,7 @@ def _compare_steps(model, frames, conds, n_past, teacher_forcing, device):
 
     def loss_and_grads():
         model.zero_grad()
-        loss, _, _ = Objective(model)(frames, conds, n_past, teacher_forcing, 0.1)
+        loss, _, _ = Objective(model, rollout_fn)(frames, conds, n_past, teacher_forcing, 0.1)
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
                              if p.grad is not None}
@@ -87,7 +90,8 @@ def _compare_steps(model, frames, conds, n_past, teacher_forcing, device):
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
 def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcing, device):
     frames, conds = _data(T=5, B=4)
-    _compare_steps(_variant(tiny_model_cfg, variant), frames, conds, 2, teacher_forcing, device)
+    _compare_steps(_variant(tiny_model_cfg, variant), rollout, frames, conds, 2,
+                   teacher_forcing, device)
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
@@ -95,7 +99,7 @@ def test_every_svg_variant_steps_in_bf16(tiny_model_cfg, variant, teacher_forcin
 def test_the_dance_model_steps_in_bf16(residual, teacher_forcing, device):
     model = DanceCVAE(dataclasses.replace(DANCE, residual=residual))
     frames, labels = torch.rand(5, 2, 3, 32, 64), torch.rand(5, 2, 3, 32, 64)
-    _compare_steps(model, frames, labels, 1, teacher_forcing, device)
+    _compare_steps(model, dance_rollout, frames, labels, 1, teacher_forcing, device)
 
 
 def _assert_close_scores(fp32: dict, bf16: dict):

@@ -3,9 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-from cvae.models.svg import SVG, Decoder, Encoder, GaussianLSTM, LSTM, vgg_widths
-from cvae.reference import per_frame_rollout
-from cvae.rollout import rollout
+from cvae.tracks.robot.model import SVG, Decoder, Encoder, GaussianLSTM, LSTM, vgg_widths
+from cvae.tracks.robot.reference import per_frame_rollout
+from cvae.tracks.robot.rollout import rollout
 
 
 @pytest.mark.parametrize("width", [0.125, 1.0])
@@ -122,7 +122,7 @@ def test_every_variant_trains_and_survives_a_checkpoint(tiny_model_cfg, variant,
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     frames, conds = _data(T=5, B=4)
     step = dict(n_past=2, beta=1e-3, teacher_forcing=True, grad_clip=1.0)
-    losses = [train_step(Objective(model), optimizer, frames, conds, **step)["loss"]
+    losses = [train_step(Objective(model, rollout), optimizer, frames, conds, **step)["loss"]
               for _ in range(8)]
     assert losses[-1] < losses[0]
     if variant["prior"] == "learned":  # the prior is trained through the KL

@@ -1,4 +1,5 @@
 """Every stage as DVC runs it (`python -m pipeline.<stage>`), on the committed sample."""
+import ast
 import json
 import os
 import subprocess
@@ -20,10 +21,55 @@ SMOKE = {
 }
 
 
+# `python -m pipeline.<stage>`, recording which modules the stage imported (in the run folder's
+# `.imports/<stage>.json`), so that tests can hold dvc.yaml's deps to the code each stage runs.
+RUN_AND_RECORD = """
+import json, runpy, sys
+stage, record = sys.argv[1], sys.argv[2]
+sys.argv = [stage, *sys.argv[3:]]
+try:
+    runpy.run_module(stage, run_name="__main__", alter_sys=True)
+finally:
+    files = [getattr(m, "__file__", None) for m in list(sys.modules.values())]
+    open(record, "w").write(json.dumps(sorted(f for f in files if f)))
+"""
+
+
 def _run(stage, cwd, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", f"pipeline.{stage}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    record = Path(cwd) / ".imports" / f"{stage}.json"
+    record.parent.mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-c", RUN_AND_RECORD, f"pipeline.{stage}", str(record),
+                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def stage_code(cwd, stage) -> set[str]:
+    """The repository's Python files (of cvae/ and pipeline/, empty ones aside) that the last
+    `_run` of `stage` in `cwd` imported, relative to the repository."""
+    files = [Path(f) for f in json.loads((Path(cwd) / ".imports" / f"{stage}.json").read_text())]
+    ours = [f.relative_to(REPO) for f in files if f.is_absolute() and f.is_relative_to(REPO)]
+    return {f.as_posix() for f in ours if f.parts[0] in ("cvae", "pipeline") and _has_code(REPO / f)}
+
+
+def _has_code(path: Path) -> bool:
+    """False for a module that is at most a docstring (an empty package `__init__`)."""
+    body = ast.parse(path.read_text()).body
+    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+               for node in body)
+
+
+# Imported by the download stage's generator processes alone, which the record does not see.
+GENERATORS = {"cvae/data/sim_push.py", "cvae/data/sim_dance.py"}
+
+
+def assert_deps_are_the_code_run(cwd, stages, other_tracks):
+    """Each stage's Python deps in dvc.yaml are exactly the files it imported, leaving aside the
+    other tracks' folders (a stage lists every track's code: which one runs depends on the data)."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    elsewhere = tuple(f"cvae/tracks/{track}/" for track in other_tracks)
+    for stage in stages:
+        listed = {d for d in dvc[stage]["deps"] if d.endswith(".py") and not d.startswith(elsewhere)}
+        assert stage_code(cwd, stage) == listed - GENERATORS, stage
 
 
 def _write_params(tmp_path, override):
@@ -52,6 +98,7 @@ def test_all_five_stages_on_the_committed_sample(tmp_path):
     assert grid.width > 12 * 64
     summary = (tmp_path / "reports" / "summary.md").read_text()
     assert f"{metrics['psnr']:.2f}" in summary and f"{metrics['baseline_psnr']:.2f}" in summary
+    assert_deps_are_the_code_run(tmp_path, [s for s, *_ in stages], other_tracks=["dance"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cvae.config import Params, parse
-from cvae.data.shards import prepare
+from cvae.data.prepare import prepare
 from cvae.runtime import init_distributed, load_checkpoint
 from cvae.training import train
 from tests.conftest import write_random_raw

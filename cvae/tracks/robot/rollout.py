@@ -15,21 +15,10 @@ latents, z_t also holds latent maps for the decoder, inferred alike from the ski
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from cvae.models.svg import SVG, reparameterize
-
-
-@dataclass
-class Rollout:
-    frames: torch.Tensor  # (T-1, B, C, H, W): predictions of frames 1..T-1
-    # Flat latents of every level (B, `model.latent_size`) per step, see `SVG`:
-    mu: torch.Tensor  # (T-1, B, L): posterior means (from the prior steps too, unused there)
-    logvar: torch.Tensor  # (T-1, B, L)
-    prior_mu: torch.Tensor  # (T-1, B, L): zeros for the fixed prior
-    prior_logvar: torch.Tensor  # (T-1, B, L)
+from cvae.tracks.robot.model import SVG
+from cvae.vae import Rollout, reparameterize
 
 
 def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, *,

@@ -1,16 +1,17 @@
-"""SVG's original per-frame training loop, written from the definitions in `cvae.rollout`.
+"""SVG's original per-frame training loop, written from the definitions in the track's
+`rollout` module.
 
 Every step encodes the frame fed in and the target frame on their own, steps the LSTMs and
 decodes, one frame at a time, as SVG's code and the course templates do. It is slow on purpose:
-the tests check that `cvae.rollout.rollout` (one batched encode, batched decodes) computes the same
+the tests check that `rollout.rollout` (one batched encode, batched decodes) computes the same
 thing, and `benchmarks/train_step.py` measures how much faster that is.
 """
 from __future__ import annotations
 
 import torch
 
-from cvae.models.svg import SVG
-from cvae.rollout import Rollout
+from cvae.tracks.robot.model import SVG
+from cvae.vae import Rollout
 
 
 def per_frame_rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int,

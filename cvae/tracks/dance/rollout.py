@@ -15,9 +15,8 @@ from typing import Callable
 
 import torch
 
-from cvae.models.dance import DanceCVAE
-from cvae.models.svg import reparameterize
-from cvae.rollout import Rollout
+from cvae.tracks.dance.model import DanceCVAE
+from cvae.vae import Rollout, reparameterize
 
 
 def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past: int = 1, *,

@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw
 
-from cvae.report import CONDITIONING, PREDICTED, _tile, per_frame_plot, training_curves
+from cvae.figures import (CONDITIONING, PREDICTED, ReportInputs, empty_gif_folder,
+                          per_frame_plot, framed_tile, training_curves, training_sentence)
 
 SCALE = 2  # 630-frame GIFs: smaller tiles than the robot track's
 GIVEN = (90, 90, 90)  # border of a label: an input at every step
@@ -25,7 +25,7 @@ def _columns(saved: dict, k: int) -> list[tuple[str, np.ndarray, tuple]]:
 
 
 def _frame(columns, t: int, header: str) -> Image.Image:
-    tiles = [_tile(frames[t], CONDITIONING if t == 0 else border, SCALE)
+    tiles = [framed_tile(frames[t], CONDITIONING if t == 0 else border, SCALE)
              for _, frames, border in columns]
     w, h = tiles[0].size
     canvas = Image.new("RGB", (len(tiles) * (w + 6), h + 28), "white")
@@ -48,7 +48,7 @@ def sequence_grid(columns, out: Path) -> None:
     """A PNG: one row per column of the GIF, GRID_COLUMNS evenly spaced time steps."""
     length = len(columns[-1][1])
     steps = np.linspace(0, length - 1, GRID_COLUMNS).round().astype(int)
-    rows = [[_tile(frames[t], border, SCALE) for t in steps] for _, frames, border in columns]
+    rows = [[framed_tile(frames[t], border, SCALE) for t in steps] for _, frames, border in columns]
     w, h = rows[0][0].size
     label_w = 90
     grid = Image.new("RGB", (label_w + len(steps) * w, len(rows) * h + 14), "white")
@@ -83,23 +83,24 @@ def summary_markdown(metrics: dict, train_metrics: dict) -> str:
         f"Submission: eval/submission.csv, {metrics['submission_rows']} rows (the test sequences' "
         "frames, the first given).",
         "",
-        f"Training: {train_metrics['epochs']} epochs, {train_metrics['steps']} steps on "
-        f"{train_metrics['device']}; best validation PSNR {train_metrics['best_val_psnr']:.2f} dB "
-        f"at epoch {train_metrics['best_epoch']} (from 0; the checkpoint evaluated).",
+        training_sentence(train_metrics),
         "",
     ])
 
 
-def write_dance_report(steps: pd.DataFrame, epochs: pd.DataFrame, per_frame: pd.DataFrame,
-                       saved: dict, metrics: dict, train_metrics: dict, sequence: int, fps: int,
-                       out: Path) -> None:
-    training_curves(steps, epochs, out / "training_curves.png",
+def write_report(inputs: ReportInputs, sequence: int, fps: int, out: Path) -> None:
+    """Everything in `out`, as the robot track names it: training_curves.png,
+    per_frame_psnr.png (over the whole rollout), gifs/sequence-<i>.gif, prediction.gif
+    (sequence `sequence`), prediction_grid.png and summary.md."""
+    gifs = empty_gif_folder(out)
+    saved, metrics = inputs.saved, inputs.metrics
+    training_curves(inputs.steps, inputs.epochs, out / "training_curves.png",
                     baseline="copy the first frame")
-    per_frame_plot(per_frame, out / "per_frame_psnr.png", baseline="copy the first frame",
+    per_frame_plot(inputs.per_frame, out / "per_frame_psnr.png", baseline="copy the first frame",
                    title=f"PSNR per frame over the whole rollout ({metrics['scored_split']})",
                    long=True)
     for k in range(len(saved["truth"])):
-        sequence_gif(_columns(saved, k), fps, out / "gifs" / f"sequence-{k}.gif")
-    shutil.copyfile(out / "gifs" / f"sequence-{sequence}.gif", out / "prediction.gif")
+        sequence_gif(_columns(saved, k), fps, gifs / f"sequence-{k}.gif")
+    shutil.copyfile(gifs / f"sequence-{sequence}.gif", out / "prediction.gif")
     sequence_grid(_columns(saved, sequence), out / "prediction_grid.png")
-    (out / "summary.md").write_text(summary_markdown(metrics, train_metrics))
+    (out / "summary.md").write_text(summary_markdown(metrics, inputs.train_metrics))

@@ -16,7 +16,7 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
                    `residual: false` is the course's generator: the frame itself, via a sigmoid.
 
 Frame t is predicted from frame t-1 (the truth under teacher forcing, else the prediction),
-label t and z_t; the rollout is in `cvae.dance_rollout`.
+label t and z_t; the rollout is in `cvae.tracks.dance.rollout`.
 """
 from __future__ import annotations
 

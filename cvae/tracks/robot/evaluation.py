@@ -7,59 +7,23 @@ copies of every sequence), reported as the mean over samples and as the best sam
 with the highest SSIM averaged over the predicted frames). The posterior reconstruction (z
 inferred from the true future, still no teacher forcing) is an upper reference.
 
-Every score is kept per sequence and predicted frame, (sequences, n_future):
-  psnr, ssim                  mean over the N samples, PSNR per image (DESIGN.md section 2)
-  psnr_best, ssim_best        the best sample by SSIM
-  psnr_finn, psnr_finn_best   SVG's PSNR: per colour channel, then averaged over channels
-  posterior_psnr, posterior_ssim
-  baseline_psnr, baseline_ssim
+Score names and shapes: `cvae.samples`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from cvae.config import EvalConfig
 from cvae.data.shards import Split
-from cvae.metrics import psnr, psnr_per_channel, ssim
-from cvae.models.svg import SVG
-from cvae.rollout import rollout
+from cvae.metrics import psnr, ssim
 from cvae.runtime import autocast, seeded_generator
-
-
-@dataclass
-class Scores:
-    scores: dict[str, np.ndarray]  # name -> (sequences, n_future)
-    saved: dict[str, np.ndarray]  # uint8 frames of the first sequences, for the report
-
-    def summary(self) -> dict:
-        return {**{name: float(v.mean()) for name, v in self.scores.items()},
-                "sequences": int(next(iter(self.scores.values())).shape[0])}
-
-    def per_frame(self) -> dict:
-        return {name: v.mean(0) for name, v in self.scores.items()}
-
-
-def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`, channels stored
-    last: each frame, and any run of frames flattened to a batch, is a channels_last image,
-    the layout the convolutions run fastest on (see `cvae.training.prepare_model`)."""
-    frames = frames.to(device, non_blocking=True).transpose(0, 1)
-    frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    return frames.float().div_(255)
-
-
-def to_model_conditions(conds: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Conditions of a batch, time first on `device`: vectors (B, T, c) -> (T, B, c); label
-    images (B, T, C, H, W) uint8 -> model frames, as `to_model_frames`."""
-    if conds.dtype == torch.uint8:
-        return to_model_frames(conds, device)
-    return conds.to(device, non_blocking=True).transpose(0, 1)
-
-
-def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    return (frames.clamp(0, 1) * 255).round().byte().cpu()
+from cvae.samples import (Scores, TestOutputs, score_baseline, score_samples, tile_samples,
+                          to_model_frames, to_uint8)
+from cvae.tracks.robot.model import SVG
+from cvae.tracks.robot.rollout import rollout
 
 
 @torch.no_grad()
@@ -78,12 +42,6 @@ def sample_prior(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: 
         out = rollout(model, tile(frames[:n_past]), tile(conds), n_past, teacher_forcing=False,
                       sample_prior=True, noise=flat_noise)
     return out.frames.float().unflatten(1, (N, B)).transpose(0, 1)
-
-
-def tile_samples(x: torch.Tensor, samples: int, dim: int) -> torch.Tensor:
-    """`samples` copies of a batch along its batch dimension `dim`, sample-major: element
-    k * B + b is sample k of sequence b, the order prior draws are flattened in."""
-    return x.repeat(*(samples if d == dim else 1 for d in range(x.dim())))
 
 
 def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torch.Tensor:
@@ -142,9 +100,8 @@ def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, sampl
     preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
     preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
     truth = frames[n_past:]
-    batch, best = _score_samples(preds, truth)
-    last = frames[n_past - 1].expand_as(truth)
-    batch["baseline_psnr"], batch["baseline_ssim"] = psnr(last, truth), ssim(last, truth)
+    batch, best = score_samples(preds, truth)
+    batch.update(score_baseline(frames[n_past - 1], truth))  # copy the last given frame
     if posterior:
         with autocast(device):
             post = rollout(model, frames, conds, n_past, teacher_forcing=False,
@@ -154,23 +111,24 @@ def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, sampl
     views = {}
     if save:
         views = {"truth": frames_u8,
-                 "best": _to_uint8(preds[best, :, torch.arange(B)]),  # (B, n_future, ...)
-                 "samples": _to_uint8(preds[: min(2, samples)].permute(2, 0, 1, 3, 4, 5))}
+                 "best": to_uint8(preds[best, :, torch.arange(B)]),  # (B, n_future, ...)
+                 "samples": to_uint8(preds[: min(2, samples)].permute(2, 0, 1, 3, 4, 5))}
         if posterior:
-            views["posterior"] = _to_uint8(post.transpose(0, 1))
+            views["posterior"] = to_uint8(post.transpose(0, 1))
     return batch, views
 
 
-def _score_samples(preds: torch.Tensor, truth: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """Mean-of-N and best-of-N (by SSIM over the frames) scores, each (n_future, B), and the
-    index of each sequence's best sample."""
-    truth = truth.expand_as(preds)
-    by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
-                 "psnr_finn": psnr_per_channel(preds, truth)}  # each (N, n_future, B)
-    best = by_sample["ssim"].mean(1).argmax(0)  # (B,): the best sample of each sequence
-    columns = torch.arange(best.shape[0], device=best.device)
-    out = {}
-    for name, value in by_sample.items():
-        out[name] = value.mean(0)
-        out[f"{name}_best"] = value[best, :, columns].T  # (n_future, B)
-    return out, best
+def test(model: SVG, shards_dir: Path, cfg: EvalConfig, device: torch.device,
+         outputs: TestOutputs) -> dict:
+    """The lab's protocol on every test sequence: `n_past` (2) frames in, `n_future` (10)
+    predicted. Writes `outputs` and returns the metrics."""
+    scores = evaluate(model, Split(shards_dir, "test"), cfg.n_past, cfg.n_future,
+                      cfg.batch_size, device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep)
+    metrics = {**scores.summary(), "n_past": cfg.n_past, "n_future": cfg.n_future,
+               "num_samples": cfg.num_samples, "model": model.name}
+    print(f"test PSNR {metrics['psnr']:.2f} dB (mean of {cfg.num_samples} samples), best "
+          f"{metrics['psnr_best']:.2f} dB, copy-last-frame {metrics['baseline_psnr']:.2f} dB; "
+          f"SSIM {metrics['ssim']:.4f} vs {metrics['baseline_ssim']:.4f}")
+    frames = np.arange(cfg.n_past, cfg.n_past + cfg.n_future)
+    outputs.write(metrics, frames, scores, n_past=cfg.n_past)
+    return metrics

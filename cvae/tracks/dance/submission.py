@@ -21,7 +21,7 @@ PIXELS = int(np.prod(SHAPE))  # 6144
 
 def write_submission(path: Path, predictions: np.ndarray) -> int:
     """Write predictions (sequences, T, 3, 32, 64), already uint8 `rint(x * 255)` (as
-    `cvae.evaluation` makes them), as the CSV; returns the row count."""
+    `cvae.samples.to_uint8` makes them), as the CSV; returns the row count."""
     if predictions.dtype != np.uint8 or predictions.shape[2:] != SHAPE:
         raise ValueError(f"predictions must be uint8 (sequences, T, {', '.join(map(str, SHAPE))}),"
                          f" got {predictions.dtype} {predictions.shape}")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cvae.config import ModelConfig
+from cvae.vae import reparameterize
 
 LSTMState = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -189,15 +190,6 @@ class LatentMaps(nn.Module):
             return [(f.new_zeros(f.shape[0], self.channels, *f.shape[2:]),) * 2
                     for f in fed[: len(self)]]
         return [head(f).chunk(2, dim=1) for head, f in zip(self.prior, fed)]
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
-                   eps: torch.Tensor | None = None) -> torch.Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I) (drawn here unless given): a sample that gradients
-    flow through (Kingma & Welling 2014)."""
-    if eps is None:
-        eps = torch.randn_like(mu)
-    return mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
 
 
 class SVG(nn.Module):

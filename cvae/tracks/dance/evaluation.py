@@ -13,16 +13,20 @@ predicted but not scored.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from cvae.dance_rollout import generate
+from cvae.config import EvalConfig
 from cvae.data.shards import Split
-from cvae.evaluation import Scores, _score_samples, _to_uint8, tile_samples, to_model_frames
 from cvae.metrics import psnr, ssim
-from cvae.models.dance import DanceCVAE
-from cvae.models.svg import reparameterize
 from cvae.runtime import autocast, seeded_generator
+from cvae.samples import (Scores, TestOutputs, score_baseline, score_samples, tile_samples,
+                          to_model_frames, to_uint8)
+from cvae.tracks.dance.model import DanceCVAE
+from cvae.tracks.dance.rollout import generate
+from cvae.vae import reparameterize
 
 
 def has_truth(split: Split) -> bool:
@@ -50,7 +54,7 @@ def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torc
         noise = _PriorNoise(seed, indices, samples + 1, model.latent_shape, device)
         with autocast(device):
             preds = _sample(model, frames[0], labels, noise, samples).float().clamp(0, 1)
-        first = _to_uint8(preds[0].transpose(0, 1))  # sample 1, (B, T-1, C, H, W)
+        first = to_uint8(preds[0].transpose(0, 1))  # sample 1, (B, T-1, C, H, W)
         predictions.append(torch.cat([frames_u8[:, :1], first], dim=1))
         if start < keep:
             saved.setdefault("truth", []).append(frames_u8)
@@ -59,9 +63,8 @@ def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torc
         if not scored:
             continue
         truth = frames[1:]
-        batch, _ = _score_samples(preds, truth)
-        copy = frames[0].expand_as(truth)
-        batch["baseline_psnr"], batch["baseline_ssim"] = psnr(copy, truth), ssim(copy, truth)
+        batch, _ = score_samples(preds, truth)
+        batch.update(score_baseline(frames[0], truth))  # copy the first frame
         if posterior:
             with autocast(device):
                 post = _posterior(model, frames, labels, noise).float().clamp(0, 1)
@@ -113,3 +116,31 @@ def _posterior(model, frames, labels, noise: _PriorNoise) -> torch.Tensor:
         return reparameterize(mu, logvar, noise.reserved[t - 1])
 
     return generate(model, frames[0], labels, latent)
+
+
+def test(model: DanceCVAE, shards_dir: Path, cfg: EvalConfig, device: torch.device,
+         outputs: TestOutputs) -> dict:
+    """Whole sequences from their first frame. Scored on the test split when its frames are
+    known (sim-dance), else on the validation split (the course's test has first frames only);
+    the test predictions go to the submission CSV either way. Writes `outputs`, returns the
+    metrics."""
+    # Imported here: the train stage, which validates with this module, never writes a CSV.
+    from cvae.tracks.dance.submission import read_submission, write_submission
+
+    test_split = Split(shards_dir, "test")
+    scored_name = "test" if has_truth(test_split) else "val"
+    run = dict(batch_size=cfg.batch_size, device=device, seed=cfg.seed, samples=cfg.num_samples)
+    scores, predictions = evaluate_dance(model, test_split, keep=cfg.keep, **run)
+    if scored_name == "val":
+        scores, _ = evaluate_dance(model, Split(shards_dir, "val"), **run)
+    rows = write_submission(outputs.submission, predictions)
+    read_submission(outputs.submission, expected_rows=rows)
+    length = next(iter(scores.scores.values())).shape[1] + 1
+    metrics = {**scores.summary(), "scored_split": scored_name, "n_past": 1,
+               "n_future": length - 1, "submission_rows": rows, "num_samples": cfg.num_samples,
+               "model": model.name}
+    print(f"{scored_name} rollout PSNR {metrics['psnr']:.2f} dB over {length - 1} predicted frames "
+          f"(mean of {cfg.num_samples} samples; best {metrics['psnr_best']:.2f}), copy-first-frame "
+          f"{metrics['baseline_psnr']:.2f} dB; {outputs.submission}: {rows} rows")
+    outputs.write(metrics, np.arange(1, length), scores, n_past=1)
+    return metrics

@@ -1,0 +1,104 @@
+"""Frames into and out of the models, and the scoring of prior samples: what every track's
+training, validation and test protocol share.
+
+Scores are kept per sequence and predicted frame, (sequences, frames), under these names:
+  psnr, ssim                  mean over the N prior samples, PSNR per image (DESIGN.md section 2)
+  psnr_best, ssim_best        the best sample of each sequence by SSIM over its frames
+  psnr_finn, psnr_finn_best   SVG's PSNR: per colour channel, then averaged over channels
+  posterior_psnr, posterior_ssim   z inferred from the true future: an upper reference
+  baseline_psnr, baseline_ssim     copying a given frame (the track says which)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cvae.metrics import psnr, psnr_per_channel, ssim
+
+
+@dataclass
+class Scores:
+    scores: dict[str, np.ndarray]  # name -> (sequences, predicted frames)
+    saved: dict[str, np.ndarray]  # uint8 frames of the first sequences, for the report
+
+    def summary(self) -> dict:
+        return {**{name: float(v.mean()) for name, v in self.scores.items()},
+                "sequences": int(next(iter(self.scores.values())).shape[0])}
+
+    def per_frame(self) -> dict:
+        return {name: v.mean(0) for name, v in self.scores.items()}
+
+
+def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, T, C, H, W) -> float (T, B, C, H, W) in [0, 1] on `device`, channels stored
+    last: each frame, and any run of frames flattened to a batch, is a channels_last image,
+    the layout the convolutions run fastest on (see `cvae.runtime.prepare_model`)."""
+    frames = frames.to(device, non_blocking=True).transpose(0, 1)
+    frames = frames.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return frames.float().div_(255)
+
+
+def to_model_conditions(conds: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Conditions of a batch, time first on `device`: vectors (B, T, c) -> (T, B, c); label
+    images (B, T, C, H, W) uint8 -> model frames, as `to_model_frames`."""
+    if conds.dtype == torch.uint8:
+        return to_model_frames(conds, device)
+    return conds.to(device, non_blocking=True).transpose(0, 1)
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Model frames in [0, 1] -> uint8 `round(x * 255)` on the CPU."""
+    return (frames.clamp(0, 1) * 255).round().byte().cpu()
+
+
+def tile_samples(x: torch.Tensor, samples: int, dim: int) -> torch.Tensor:
+    """`samples` copies of a batch along its batch dimension `dim`, sample-major: element
+    k * B + b is sample k of sequence b, the order prior draws are flattened in."""
+    return x.repeat(*(samples if d == dim else 1 for d in range(x.dim())))
+
+
+def score_samples(preds: torch.Tensor, truth: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Mean-of-N and best-of-N (by SSIM over the frames) scores of predictions
+    (N, frames, B, C, H, W) against the truth (frames, B, C, H, W), each (frames, B), and the
+    index of each sequence's best sample."""
+    truth = truth.expand_as(preds)
+    by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
+                 "psnr_finn": psnr_per_channel(preds, truth)}  # each (N, frames, B)
+    best = by_sample["ssim"].mean(1).argmax(0)  # (B,): the best sample of each sequence
+    columns = torch.arange(best.shape[0], device=best.device)
+    out = {}
+    for name, value in by_sample.items():
+        out[name] = value.mean(0)
+        out[f"{name}_best"] = value[best, :, columns].T  # (frames, B)
+    return out, best
+
+
+def score_baseline(copy: torch.Tensor, truth: torch.Tensor) -> dict:
+    """The copy baseline's scores, (frames, B) each: `copy` is the given frame repeated."""
+    copy = copy.expand_as(truth)
+    return {"baseline_psnr": psnr(copy, truth), "baseline_ssim": ssim(copy, truth)}
+
+
+@dataclass(frozen=True)
+class TestOutputs:
+    """Where the evaluate stage writes; every track's test protocol fills the same files."""
+
+    metrics: Path = Path("metrics/eval.json")
+    per_frame: Path = Path("logs/eval/per_frame.tsv")
+    samples: Path = Path("eval/samples.npz")  # frames for the report
+    submission: Path = Path("eval/submission.csv")  # the dance track's course CSV
+
+    def write(self, metrics: dict, frames: np.ndarray, scores: Scores, **extra) -> None:
+        """metrics JSON, the per-frame table (one row per predicted frame index in `frames`)
+        and the saved frames (with `extra` arrays) for the report."""
+        for path in (self.metrics, self.per_frame, self.samples):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        per_frame = pd.DataFrame({"frame": frames, **scores.per_frame()})
+        per_frame.to_csv(self.per_frame, sep="\t", index=False, float_format="%.4f")
+        np.savez_compressed(self.samples, **extra, **scores.saved)
