@@ -14,8 +14,10 @@ from typing import Literal
 
 import yaml
 
+from cvae.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A bad `params.yaml`: the message names the key and what was expected."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cvae.data.shards import read_meta
 from cvae.tracks.dance.submission import read_submission
+from pipeline._cli import run
 
 
 def main():
@@ -29,4 +30,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

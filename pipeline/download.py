@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from cvae.data.raw import download, make_sample
-from pipeline._cli import params
+from pipeline._cli import params, run
 
 SAMPLE_TAR = Path("data/bair-sample.tar")
 SAMPLE_COUNTS = {"train": 8, "val": 4, "test": 4}
@@ -30,4 +30,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

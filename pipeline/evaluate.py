@@ -10,7 +10,7 @@ from cvae import tracks
 from cvae.data.shards import read_meta
 from cvae.runtime import load_checkpoint, precision, prepare_model, reuse_freed_memory, select_device
 from cvae.samples import TestOutputs
-from pipeline._cli import params
+from pipeline._cli import params, run
 
 
 def main():
@@ -35,4 +35,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from cvae.data.prepare import prepare
-from pipeline._cli import params
+from pipeline._cli import params, run
 
 
 def main():
@@ -18,4 +18,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

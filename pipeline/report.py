@@ -6,7 +6,7 @@ from pathlib import Path
 from cvae import tracks
 from cvae.data.shards import read_meta
 from cvae.figures import read_inputs
-from pipeline._cli import params
+from pipeline._cli import params, run
 
 
 def main():
@@ -24,4 +24,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from cvae.training import train
-from pipeline._cli import params
+from pipeline._cli import params, run
 
 
 def main():
@@ -24,4 +24,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from cvae.data.tfrecords import CorruptRecord, parse_sequence, read_records, write_sequences
+from cvae.errors import DataError
 
 ROOT = "softmotion30_44k"
 VAL_FILE = f"{ROOT}/train/traj_256_to_511.tfrecords"
@@ -54,7 +55,7 @@ def tfrecord_files(path: Path) -> Iterator[tuple[str, str, BinaryIO]]:
         raise CorruptArchive(f"{path}: not a readable tar ({error})") from error
 
 
-class CorruptArchive(ValueError):
+class CorruptArchive(DataError):
     """The tar itself is damaged or cut short."""
 
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from cvae.errors import UserError
+
 CHUNK = 1 << 16  # what an interrupted read can lose
 # A dropped or stalled connection: worth resuming. Anything else is an answer to report.
 RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The host is unreachable or answered something other than the expected file."""
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvae.errors import DataError
+
 SPLIT_FOLDERS = {"train": "train", "val": "validate", "test": "test"}
 
 
-class LayoutError(ValueError):
+class LayoutError(DataError):
     """The folder tree or one of its files is not in the course's layout."""
 
 

@@ -23,11 +23,13 @@ import crc32c
 import numpy as np
 from tfrecord import example_pb2
 
+from cvae.errors import DataError
+
 FRAME_KEY, ACTION_KEY, POSITION_KEY = "{}/image_aux1/encoded", "{}/action", "{}/endeffector_pos"
 HEADER = 12  # length (8 bytes) + its CRC (4 bytes)
 
 
-class CorruptRecord(ValueError):
+class CorruptRecord(DataError):
     """A record that fails its CRC, is cut short, or does not hold a BAIR sequence."""
 
     def __init__(self, source: str, offset: int, reason: str, framing_lost: bool = False):
