@@ -1,9 +1,13 @@
 """Training: the step, the epoch loop, logs, checkpoints and resume, in one process or many.
 
-Outputs in `models_dir`: `last.pt` (written every epoch, resumed from) and `best.pt` (highest
-validation PSNR). Logs in `log_dir`: `steps.tsv` (one row per optimiser step) and `epochs.tsv`
-(one row per epoch, with validation scores). A rerun with the same settings continues from
-`last.pt` and drops log rows written after it; changing anything but `train.epochs` starts over.
+Outputs in `models_dir`: `last.pt` (written every epoch, resumed from) and `best.pt` (a copy of
+the checkpoint with the highest validation PSNR). Logs in `log_dir`: `steps.tsv` (one row per
+optimiser step) and `epochs.tsv` (one row per epoch, with validation scores). Every checkpoint
+carries the log rows of the epochs it covers, and the TSVs are rewritten from them when a run
+starts or resumes: a kill at any moment loses no row of a saved epoch, and rows of another
+setting's run never mix in. A rerun with the same settings continues from `last.pt`; changing
+anything but `train.epochs` starts over. A loss or gradient that stops being finite stops
+training before the update, with the last good checkpoint intact.
 
 Under `torchrun` every process trains a replica with DistributedDataParallel on its own batches
 (`train.batch_size` each); rank 0 alone validates and writes logs and checkpoints.
@@ -11,8 +15,9 @@ Under `torchrun` every process trains a replica with DistributedDataParallel on 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
+import math
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,15 +31,30 @@ from cvae import tracks
 from cvae.config import Params
 from cvae.data.batches import TrainBatches, seeded_generator
 from cvae.data.shards import Split, read_meta
+from cvae.errors import UserError
 from cvae.losses import sequence_loss
-from cvae.runtime import (autocast, init_distributed, load_checkpoint, precision, prepare_model,
-                          reuse_freed_memory, runs_in_bf16, save_checkpoint, set_seed)
+from cvae.runtime import (CheckpointError, autocast, fingerprint, init_distributed,
+                          load_checkpoint, precision, prepare_model, reuse_freed_memory,
+                          runs_in_bf16, save_checkpoint, set_seed)
 from cvae.samples import to_model_conditions, to_model_frames
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
 EPOCH_COLUMNS = ["epoch", "step", "loss", "mse", "kl", "beta", "tfr", "val_psnr", "val_ssim",
                  "val_baseline_psnr"]
+INTEGER_COLUMNS = {"step", "epoch", "teacher_forced"}
+
+
+class TrainingDiverged(UserError):
+    """A loss term, the gradient or the validation PSNR stopped being finite."""
+
+
+class NonFiniteStep(ArithmeticError):
+    """Raised by `train_step` before the update: `terms` holds the loss terms and grad_norm."""
+
+    def __init__(self, terms: dict):
+        super().__init__(terms)
+        self.terms = terms
 
 
 class Objective(nn.Module):
@@ -60,27 +80,23 @@ class Objective(nn.Module):
 def train_step(objective: nn.Module, optimizer, frames, conds, *, n_past, beta, teacher_forcing,
                grad_clip) -> dict:
     """One optimiser step on a batch: frames (T, B, C, H, W) in [0, 1], conds (T, B, c).
-    Returns the loss terms (averaged over processes when distributed)."""
+    Returns the loss terms (averaged over processes when distributed). Raises `NonFiniteStep`
+    instead of updating the weights if a term or the gradient is not finite."""
     loss, mse, kl = objective(frames, conds, n_past, teacher_forcing, beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip)
-    optimizer.step()
-    terms = torch.stack([loss, mse, kl]).detach()
+    # The gradient's norm, also without clipping (an infinite bound scales by exactly 1).
+    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip or math.inf)
+    terms = torch.stack([loss.detach(), mse.detach(), kl.detach(), grad_norm.to(loss.device)])
     if dist.is_initialized():
-        dist.all_reduce(terms)  # a sum: gloo has no average
+        # A sum (gloo has no average): a NaN on any rank reaches every rank, so all stop alike.
+        dist.all_reduce(terms)
         terms /= dist.get_world_size()
-    return dict(zip(("loss", "mse", "kl"), terms.tolist()))
-
-
-def fingerprint(params: Params, meta: dict) -> str:
-    """What a checkpoint must match to be resumed: model, training settings (except the number
-    of epochs, so a run can be extended, and compilation, which changes no number) and the
-    exact data."""
-    train = {k: v for k, v in asdict(params.train).items() if k not in ("epochs", "compile")}
-    blob = json.dumps([asdict(params.model), train, meta["shards"]], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    values = dict(zip(("loss", "mse", "kl", "grad_norm"), terms.tolist()))
+    if not all(map(math.isfinite, values.values())):
+        raise NonFiniteStep(values)
+    optimizer.step()
+    return {name: values[name] for name in ("loss", "mse", "kl")}
 
 
 def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
@@ -121,9 +137,11 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
         _set_rng_states(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)], device)
+        if lead and state["best_epoch"] == state["epoch"] - 1:
+            _copy_to_best(models_dir)  # in case a kill came between the two writes
     else:
         set_seed(cfg.seed, rank)  # from here on, each rank draws its own noise
-    logs = _Logs(log_dir, keep_epochs_before=state["epoch"]) if lead else None
+    logs = _Logs(log_dir, ckpt["logs"] if ckpt is not None else None) if lead else None
 
     for epoch in range(state["epoch"], cfg.epochs):
         tfr = teacher_forcing_ratio(cfg.tfr, epoch)
@@ -136,12 +154,16 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
         for frames_u8, conds in bar:
             beta = kl_beta(cfg.kl, epoch if cfg.kl.unit == "epoch" else state["step"])
             teacher_forced = bool(torch.rand(1, generator=coins) < tfr)  # one coin per batch
-            result = train_step(
-                objective, optimizer, to_model_frames(frames_u8, device),
-                to_model_conditions(conds, device),
-                n_past=cfg.n_past, beta=beta, teacher_forcing=teacher_forced,
-                grad_clip=cfg.grad_clip,
-            )
+            try:
+                result = train_step(
+                    objective, optimizer, to_model_frames(frames_u8, device),
+                    to_model_conditions(conds, device),
+                    n_past=cfg.n_past, beta=beta, teacher_forcing=teacher_forced,
+                    grad_clip=cfg.grad_clip,
+                )
+            except NonFiniteStep as error:
+                raise TrainingDiverged(_diverged(error.terms, state["step"] + 1, epoch, cfg, beta,
+                                                 models_dir)) from None
             seconds, tick = time.perf_counter() - tick, time.perf_counter()
             state["step"] += 1
             for name in totals:
@@ -177,30 +199,64 @@ def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg,
     """Validate (the track's protocol, the same prior samples every epoch), log, checkpoint."""
     epoch = state["epoch"] - 1
     val = track.validate(model, val_split, cfg, device)
+    if not math.isfinite(val["psnr"]):
+        raise TrainingDiverged(
+            f"validation PSNR is {val['psnr']} after epoch {epoch}: the model's predictions are "
+            f"not finite in evaluation mode (batch-norm statistics?). {_kept(models_dir)} "
+            "Try a lower train.lr or train.grad_clip above 0.")
     logs.epoch({"epoch": epoch, "step": state["step"], **train_terms, "val_psnr": val["psnr"],
                 "val_ssim": val["ssim"], "val_baseline_psnr": val["baseline_psnr"]})
     say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (baseline {val['baseline_psnr']:.2f})"
         f" ssim {val['ssim']:.3f}")
     if val["psnr"] > state["best_psnr"]:
         state.update(best_psnr=val["psnr"], best_epoch=epoch)
-    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                  "params": asdict(params), "fingerprint": key, "state": state, "rng": rng}
+    logs.flush()  # before the checkpoint that covers these rows
+    save_checkpoint(models_dir / "last.pt", model=model.state_dict(),
+                    optimizer=optimizer.state_dict(), params=asdict(params), fingerprint=key,
+                    state=state, rng=rng, logs=logs.tensors())
     if state["best_epoch"] == epoch:
-        save_checkpoint(models_dir / "best.pt", **checkpoint)
-    save_checkpoint(models_dir / "last.pt", **checkpoint)
-    logs.flush()
+        _copy_to_best(models_dir)
 
 
 def _resumable(last: Path, key: str, device: torch.device, say) -> dict | None:
     """The checkpoint to resume from: `last` if it was trained with these settings."""
     if not last.exists():
         return None
-    ckpt = load_checkpoint(last, device)
+    try:
+        ckpt = load_checkpoint(last, device)
+    except CheckpointError as error:
+        say(f"{error}: starting over")
+        return None
     if ckpt["fingerprint"] != key:
         say(f"{last} was trained with other settings: starting over")
         return None
     say(f"resuming from {last} at epoch {ckpt['state']['epoch']} (step {ckpt['state']['step']})")
     return ckpt
+
+
+def _copy_to_best(models_dir: Path) -> None:
+    """best.pt becomes a copy of last.pt, atomically: written after last.pt, so that a run's two
+    files never hold different runs' weights for long (`_train` repeats it on resume)."""
+    tmp = models_dir / "best.pt.tmp"
+    shutil.copyfile(models_dir / "last.pt", tmp)
+    os.replace(tmp, models_dir / "best.pt")
+
+
+def _kept(models_dir: Path) -> str:
+    last = models_dir / "last.pt"
+    if not last.exists():
+        return "No epoch had ended: no checkpoint was written."
+    return f"{last} still holds the last good epoch's weights."
+
+
+def _diverged(terms: dict, step: int, epoch: int, cfg, beta: float, models_dir: Path) -> str:
+    """What stopped, where, under which settings, and what to try."""
+    names = {"mse": "the MSE term", "kl": "the KL term", "grad_norm": "the gradient"}
+    bad = [f"{names[k]} is {v}" for k, v in terms.items() if k in names and not math.isfinite(v)]
+    return (f"training diverged at step {step} (epoch {epoch}): {', '.join(bad)} "
+            f"(train.lr {cfg.lr:g}, beta {beta:g}, train.grad_clip {cfg.grad_clip:g}); stopped "
+            f"before the update. {_kept(models_dir)} Try a lower train.lr, train.grad_clip above "
+            "0, or a smaller train.kl.beta_max.")
 
 
 def _average_buffers(model: nn.Module, world: int):
@@ -232,43 +288,53 @@ def _set_rng_states(states: dict, device: torch.device):
 
 
 class _Logs:
-    """The two TSV logs. On resume, rows of epochs not covered by the checkpoint are dropped."""
+    """The two TSV logs. The rows live in memory and travel in every checkpoint (`tensors`);
+    the files are rewritten from a checkpoint's rows when a run starts or resumes, atomically,
+    then appended to. So the files never hold rows of another run, and a kill loses only rows
+    of the epoch no checkpoint covers yet."""
 
-    def __init__(self, log_dir: Path, keep_epochs_before: int):
+    def __init__(self, log_dir: Path, saved: dict | None):
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.columns = {"steps": STEP_COLUMNS, "epochs": EPOCH_COLUMNS}
+        self.rows = {name: saved[name].tolist() if saved else [] for name in self.columns}
         self.files = {}
-        for name, columns in (("steps", STEP_COLUMNS), ("epochs", EPOCH_COLUMNS)):
+        for name, columns in self.columns.items():
             path = log_dir / f"{name}.tsv"
-            kept = []
-            if path.exists() and keep_epochs_before > 0:
-                with open(path, newline="") as f:
-                    kept = [r for r in csv.DictReader(f, delimiter="\t")
-                            if _complete(r, columns) and int(r["epoch"]) < keep_epochs_before]
-            handle = open(path, "w", newline="")
-            writer = csv.DictWriter(handle, columns, delimiter="\t")
-            writer.writeheader()
-            writer.writerows(kept)
-            self.files[name] = (handle, writer)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f, delimiter="\t")
+                writer.writerow(columns)
+                writer.writerows(_formatted(row, columns) for row in self.rows[name])
+            os.replace(tmp, path)
+            handle = open(path, "a", newline="")
+            self.files[name] = (handle, csv.writer(handle, delimiter="\t"))
 
     def step(self, row: dict):
-        self.files["steps"][1].writerow(_rounded(row))
+        self._add("steps", row)
 
     def epoch(self, row: dict):
-        self.files["epochs"][1].writerow(_rounded(row))
+        self._add("epochs", row)
+
+    def _add(self, name: str, row: dict):
+        values = [float(row[c]) for c in self.columns[name]]
+        self.rows[name].append(values)
+        self.files[name][1].writerow(_formatted(values, self.columns[name]))
+
+    def tensors(self) -> dict:
+        """Every row so far, one float64 tensor per log, as the checkpoint stores them."""
+        return {name: torch.tensor(rows, dtype=torch.float64).reshape(-1, len(self.columns[name]))
+                for name, rows in self.rows.items()}
 
     def flush(self):
         for handle, _ in self.files.values():
             handle.flush()
+            os.fsync(handle.fileno())
 
     def close(self):
         for handle, _ in self.files.values():
             handle.close()
 
 
-def _complete(row: dict, columns: list[str]) -> bool:
-    """False for the torn last line a kill can leave behind."""
-    return all(row.get(c) not in (None, "") for c in columns) and row["epoch"].isdigit()
-
-
-def _rounded(row: dict) -> dict:
-    return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+def _formatted(values: list[float], columns: list[str]) -> list[str]:
+    """A row as the TSV shows it: counters as integers, the rest to 6 significant digits."""
+    return [str(int(v)) if c in INTEGER_COLUMNS else f"{v:.6g}" for v, c in zip(values, columns)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cvae import tracks
 from cvae.data.shards import read_meta
-from cvae.runtime import load_checkpoint, precision, prepare_model, reuse_freed_memory, select_device
+from cvae.runtime import load_trained, precision, prepare_model, reuse_freed_memory, select_device
 from cvae.samples import TestOutputs
 from pipeline._cli import params, run
 
@@ -28,7 +28,7 @@ def main():
     meta = read_meta(args.shards)
     track = tracks.for_meta(meta)
     model = prepare_model(track.build_model(p, meta), device)
-    model.load_state_dict(load_checkpoint(args.checkpoint, device)["model"])
+    model.load_state_dict(load_trained(args.checkpoint, p, meta, device)["model"])
     outputs = TestOutputs(args.metrics, args.per_frame, args.samples, args.submission)
     with precision(p.train.precision):  # the precision the model was trained in
         track.test(model, args.shards, p.eval, device, outputs)

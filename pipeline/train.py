@@ -20,7 +20,7 @@ def main():
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 writes
         return
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    args.metrics.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cvae.training as training
 from cvae.config import Params, parse
 from cvae.data.prepare import prepare
 from cvae.runtime import init_distributed, load_checkpoint
@@ -146,3 +148,128 @@ def test_more_processes_than_gpus_is_named(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(RuntimeError, match="use --nproc_per_node 1"):
         init_distributed()
+
+
+# --- faults: divergence, kills, another setting's run, a full disk ----------------------------
+
+def test_a_diverging_run_stops_before_the_update_and_keeps_the_last_good_checkpoint(
+        shards, tmp_path, monkeypatch):
+    params = parse(Params, TINY)
+    train(dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=1)),
+          shards, tmp_path / "models", tmp_path / "logs")
+    saved = (tmp_path / "models" / "last.pt").read_bytes()
+    real_loss, calls = training.sequence_loss, []
+
+    def nan_kl_at_the_second_step(*args):  # the 2nd step of the resumed epoch 1
+        loss, mse, kl = real_loss(*args)
+        calls.append(1)
+        return (loss * float("nan"), mse, kl * float("nan")) if len(calls) == 2 else (loss, mse, kl)
+
+    monkeypatch.setattr(training, "sequence_loss", nan_kl_at_the_second_step)
+    with pytest.raises(training.TrainingDiverged) as stopped:
+        train(params, shards, tmp_path / "models", tmp_path / "logs")
+    message = str(stopped.value)
+    assert "diverged at step 4 (epoch 1): the KL term is nan" in message
+    assert "train.lr 0.002" in message and "still holds the last good epoch" in message
+    assert (tmp_path / "models" / "last.pt").read_bytes() == saved
+    assert not (tmp_path / "models" / "last.pt.tmp").exists()
+
+
+def test_an_exploding_learning_rate_names_the_step_and_the_lr(shards, tmp_path):
+    params = parse(Params, {**TINY, "train": {**TINY["train"], "lr": 1e6}})
+    with pytest.raises(training.TrainingDiverged,
+                       match=r"diverged at step \d \(epoch 0\).*train\.lr 1e\+06.*No epoch had ended"):
+        train(params, shards, tmp_path / "models", tmp_path / "logs")
+    assert not (tmp_path / "models" / "best.pt").exists()
+
+
+KILLED = """
+import os, signal, sys
+import cvae.training as training
+from cvae.config import Params, parse
+from tests.test_training import TINY
+shards, out, seed, epochs, kill_at = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+real_step, calls = training.train_step, []
+def step(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no clean-up of any kind
+    return real_step(*args, **kwargs)
+training.train_step = step
+params = parse(Params, {**TINY, "train": {**TINY["train"], "seed": seed, "epochs": epochs}})
+training.train(params, shards, out + "/models", out + "/logs")
+"""
+
+
+def _killed_run(shards, out, seed, epochs, kill_at):
+    """Train in another process; it kills itself with SIGKILL before its `kill_at`-th step."""
+    result = subprocess.run([sys.executable, "-c", KILLED, str(shards), str(out), str(seed),
+                             str(epochs), str(kill_at)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert result.returncode == -9, result.stderr[-2000:]
+
+
+def test_kill_9_in_a_resumed_run_keeps_every_row_of_every_saved_epoch(shards, tmp_path):
+    full = parse(Params, TINY)
+    train(full, shards, tmp_path / "a" / "models", tmp_path / "a" / "logs")
+    uninterrupted = _losses(tmp_path / "a" / "logs" / "steps.tsv")
+
+    out = tmp_path / "b"
+    _killed_run(shards, out, seed=1, epochs=3, kill_at=4)  # in epoch 1, after one of its steps
+    assert _losses(out / "logs" / "steps.tsv")[:2] == uninterrupted[:2]  # epoch 0, saved
+    for kill_at in (1, 2):  # resumed at epoch 1: killed at once, then after a step
+        _killed_run(shards, out, seed=1, epochs=3, kill_at=kill_at)
+        rows = _losses(out / "logs" / "steps.tsv")
+        assert rows[:2] == uninterrupted[:2] and len(rows) <= 3
+    train(full, shards, out / "models", out / "logs")
+    assert _losses(out / "logs" / "steps.tsv") == uninterrupted
+    assert len(_rows(out / "logs" / "epochs.tsv")) == 3
+
+
+@pytest.mark.parametrize("interruption", ["ctrl-c", "kill -9"])
+def test_another_settings_interrupted_run_leaves_no_rows_in_the_first_runs_logs(
+        shards, tmp_path, monkeypatch, interruption):
+    a = parse(Params, TINY)
+    train(a, shards, tmp_path / "models", tmp_path / "logs")
+    a_steps, a_epochs = _rows(tmp_path / "logs" / "steps.tsv"), _rows(tmp_path / "logs" / "epochs.tsv")
+
+    if interruption == "kill -9":
+        _killed_run(shards, tmp_path, seed=2, epochs=3, kill_at=2)
+    else:
+        b = parse(Params, {**TINY, "train": {**TINY["train"], "seed": 2}})
+        real_step, calls = training.train_step, []
+
+        def interrupted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(training, "train_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(b, shards, tmp_path / "models", tmp_path / "logs")
+        monkeypatch.setattr(training, "train_step", real_step)
+
+    train(a, shards, tmp_path / "models", tmp_path / "logs")  # A again: nothing left to train
+    assert _rows(tmp_path / "logs" / "steps.tsv") == a_steps
+    assert _rows(tmp_path / "logs" / "epochs.tsv") == a_epochs
+
+
+def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    from cvae import runtime
+
+    def no_space(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 52")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    usage = lambda free: lambda path: shutil._ntuple_diskusage(10**10, 10**10 - free, free)  # noqa: E731
+    monkeypatch.setattr(runtime.shutil, "disk_usage", usage(3 * 2**20))
+    state = {"model": {"w": torch.zeros(2**21)}}  # 8 MiB
+    with pytest.raises(runtime.UserError, match=r"the disk is full: writing .*last\.pt needs "
+                                                r"about 8 MiB, 3 MiB are free"):
+        runtime.save_checkpoint(tmp_path / "last.pt", **state)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(runtime.shutil, "disk_usage", usage(10**9))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # not a full disk: not hidden
+        runtime.save_checkpoint(tmp_path / "last.pt", **state)
