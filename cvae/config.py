@@ -3,6 +3,9 @@
 One dataclass per section. Loading is strict: an unknown key, a value of the wrong type or an
 out-of-range value stops with a message that names the key (`train.kl.type: ...`). Library code
 receives these objects and never opens `params.yaml` itself.
+
+The dataclasses' defaults are the shipped params.yaml's values (a test holds them equal), so a
+key left out means what the shipped file says. The file is read as DVC reads it (YAML 1.2).
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from cvae.errors import UserError
 
@@ -107,8 +111,8 @@ class DanceModelConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    width: float = 0.25  # channel multiplier of the VGG encoder/decoder; 1.0 = SVG's 64..512
-    g_dim: int = 128  # frame encoding size
+    width: float = 0.125  # channel multiplier of the VGG encoder/decoder; 1.0 = SVG's 64..512
+    g_dim: int = 64  # frame encoding size (SVG: 128)
     z_dim: int = 16
     rnn_size: int = 128
     predictor_layers: int = 2
@@ -176,7 +180,7 @@ class TrainConfig:
     steps_per_epoch: int = 50
     lr: float = 2e-3
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    log_every: int = 10  # steps between log lines
+    log_every: int = 25  # steps between log lines
     compile: bool = False  # torch.compile the encoder and decoder
     # bf16 autocast on CUDA only (auto), on CPUs too (bf16), or never (fp32).
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -199,6 +203,8 @@ class EvalConfig:
     batch_size: int = 32  # sequences per batch; each runs `num_samples` rollouts
     seed: int = 0  # seed of the prior samples
     num_samples: int = 3  # prior samples per test sequence, drawn as one batch (SVG: 100)
+    # the best of the samples by our SSIM, or by the SSIM of SVG's published numbers
+    best_by: Literal["ssim", "ssim_svg"] = "ssim"
     keep: int = 4  # test sequences whose predictions are saved for the report
 
     def check(self):
@@ -241,9 +247,17 @@ class Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    return parse(Params, raw)
+    return parse(Params, read_yaml(path))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file as DVC reads it: YAML 1.2 (ruamel), where `1e-3` is a number, as `dvc exp
+    run -S` and `dvc params diff` see it (PyYAML's YAML 1.1 reads it as a string)."""
+    path = Path(path)
+    try:
+        return YAML(typ="safe", pure=True).load(path.read_text()) or {}
+    except YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
 
 
 def parse(cls, raw, prefix: str = ""):

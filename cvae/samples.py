@@ -3,8 +3,10 @@ training, validation and test protocol share.
 
 Scores are kept per sequence and predicted frame, (sequences, frames), under these names:
   psnr, ssim                  mean over the N prior samples, PSNR per image (DESIGN.md section 2)
-  psnr_best, ssim_best        the best sample of each sequence by SSIM over its frames
+  psnr_best, ssim_best        the best sample of each sequence by SSIM over its frames (or by
+                              ssim_svg: `eval.best_by`)
   psnr_finn, psnr_finn_best   SVG's PSNR: per colour channel, then averaged over channels
+  ssim_svg, ssim_svg_best     the SSIM of SVG's published numbers (`cvae.metrics.ssim_svg`)
   posterior_psnr, posterior_ssim   z inferred from the true future: an upper reference
   baseline_psnr, baseline_ssim     copying a given frame (the track says which)
 """
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvae.metrics import psnr, psnr_per_channel, ssim
+from cvae.metrics import psnr, psnr_per_channel, ssim, ssim_svg
 
 
 @dataclass
@@ -62,14 +64,16 @@ def tile_samples(x: torch.Tensor, samples: int, dim: int) -> torch.Tensor:
     return x.repeat(*(samples if d == dim else 1 for d in range(x.dim())))
 
 
-def score_samples(preds: torch.Tensor, truth: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """Mean-of-N and best-of-N (by SSIM over the frames) scores of predictions
-    (N, frames, B, C, H, W) against the truth (frames, B, C, H, W), each (frames, B), and the
-    index of each sequence's best sample."""
+def score_samples(preds: torch.Tensor, truth: torch.Tensor,
+                  best_by: str = "ssim") -> tuple[dict, torch.Tensor]:
+    """Mean-of-N and best-of-N (by `best_by`, ssim or ssim_svg, averaged over the frames) scores
+    of predictions (N, frames, B, C, H, W) against the truth (frames, B, C, H, W), each
+    (frames, B), and the index of each sequence's best sample."""
     truth = truth.expand_as(preds)
     by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
-                 "psnr_finn": psnr_per_channel(preds, truth)}  # each (N, frames, B)
-    best = by_sample["ssim"].mean(1).argmax(0)  # (B,): the best sample of each sequence
+                 "psnr_finn": psnr_per_channel(preds, truth),
+                 "ssim_svg": ssim_svg(preds, truth)}  # each (N, frames, B)
+    best = by_sample[best_by].mean(1).argmax(0)  # (B,): the best sample of each sequence
     columns = torch.arange(best.shape[0], device=best.device)
     out = {}
     for name, value in by_sample.items():

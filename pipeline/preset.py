@@ -8,9 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from cvae.config import ConfigError, Params, parse
+from cvae.config import ConfigError, Params, parse, read_yaml
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 
@@ -37,9 +35,9 @@ def main():
     parser.add_argument("name", choices=names)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    preset = yaml.safe_load((PRESETS / f"{args.name}.yaml").read_text())
+    preset = read_yaml(PRESETS / f"{args.name}.yaml")
     try:
-        parse(Params, merge(yaml.safe_load(args.params.read_text()), preset))
+        parse(Params, merge(read_yaml(args.params), preset))
     except ConfigError as error:
         sys.exit(f"presets/{args.name}.yaml: {error}")
     print(" ".join(f"-S {key}={value}" for key, value in flatten(preset).items()))

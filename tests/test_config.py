@@ -53,3 +53,40 @@ def test_ints_are_accepted_for_floats():
 def test_params_are_frozen():
     with pytest.raises(Exception):
         Params().train.lr = 3
+
+
+def test_the_shipped_params_are_the_defaults():
+    """One source of defaults: a key or section left out means what the shipped file says."""
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize("text", ["", "train:\n  epochs: 20\n", "model: {}\n"])
+def test_an_empty_or_partial_file_means_the_shipped_settings(tmp_path, text):
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml") == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize("written, value", [("1e-3", 0.001), ("2E-4", 0.0002), ("1.5e-3", 0.0015),
+                                            ("0.002", 0.002), ("3", 3.0)])
+def test_numbers_are_read_as_dvc_reads_them(tmp_path, written, value):
+    from dvc.utils.serialize import parse_yaml
+
+    text = f"train:\n  lr: {written}\n"
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train.lr == value
+    assert parse_yaml(text, "params.yaml")["train"]["lr"] == value  # what dvc exp/params see
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  num_trian: 3\n", "unknown key data.num_trian"),
+    ("trian:\n  epochs: 3\n", "unknown key trian"),
+    ("train:\n  lr: [0.1]\n", r"train\.lr: expected float"),
+    ("train: 3\n", "train: expected a mapping"),
+    ("train:\n  lr: 0.1\n lr: 2\n", "is not valid YAML"),
+    ("- a\n- b\n", "params: expected a mapping"),
+    ("model:\n  last_frame_skip: yes\n", r"model\.last_frame_skip: expected bool, got 'yes'"),
+])
+def test_bad_params_files_are_named(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(tmp_path / "params.yaml")

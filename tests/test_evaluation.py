@@ -90,3 +90,14 @@ def test_a_batch_too_big_for_the_gpu_is_retried_smaller(tiny_model_cfg, split, m
     for name, value in whole.scores.items():
         np.testing.assert_allclose(scores.scores[name], value, rtol=1e-5)
     assert np.array_equal(scores.saved["truth"], whole.saved["truth"])
+
+
+def test_the_best_sample_can_be_picked_by_svgs_ssim(tiny_model_cfg, split):
+    model, cpu = SVG(tiny_model_cfg), torch.device("cpu")
+    ours = evaluate(model, split, 2, 4, batch_size=2, device=cpu, seed=0, samples=6).scores
+    svgs = evaluate(model, split, 2, 4, batch_size=2, device=cpu, seed=0, samples=6,
+                    best_by="ssim_svg").scores
+    np.testing.assert_allclose(svgs["psnr"], ours["psnr"])  # the same samples
+    assert np.all(svgs["ssim_svg_best"].mean(1) >= ours["ssim_svg_best"].mean(1) - 1e-6)
+    assert np.all(ours["ssim_best"].mean(1) >= svgs["ssim_best"].mean(1) - 1e-6)
+    assert np.all(svgs["ssim_svg"] > ours["ssim"])  # its larger constants: a different scale

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cvae.metrics import psnr, ssim
+from cvae.metrics import psnr, ssim, ssim_svg
 
 
 def test_psnr_of_a_known_pair():
@@ -78,3 +78,32 @@ def test_ssim_in_chunks_equals_one_call(monkeypatch):
     whole = ssim(x, y)
     monkeypatch.setattr(cvae.metrics, "SSIM_CHUNK", 4)
     assert torch.allclose(ssim(x, y), whole)
+
+
+def test_averaging_the_mse_first_understates_psnr():
+    """Jensen: the PSNR of a batch's mean MSE is never above the mean of per-image PSNRs."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        x = torch.rand(6, 3, 8, 8, generator=generator)
+        y = (x + 0.3 * torch.rand(6, 1, 1, 1, generator=generator) * torch.randn(
+            6, 3, 8, 8, generator=generator)).clamp(0, 1)
+        batch_mse = ((x - y) ** 2).mean()
+        assert 10 * torch.log10(1 / batch_mse) <= psnr(x, y).mean() + 1e-5
+
+
+@pytest.mark.parametrize("ours, skimage_options", [
+    (ssim, dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)),
+    # SVG's published SSIM: old compare_ssim defaults (7x7 uniform, sample covariance, range 2).
+    (ssim_svg, dict(win_size=7, gaussian_weights=False, use_sample_covariance=True,
+                    data_range=2.0)),
+], ids=["ssim", "ssim_svg"])
+def test_ssim_variants_equal_scikit_image(ours, skimage_options):
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 64, 64)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    reference = [structural_similarity(a.double().numpy(), b.double().numpy(), channel_axis=0,
+                                       **skimage_options) for a, b in zip(x, y)]
+    assert torch.allclose(ours(x, y).double(), torch.tensor(reference, dtype=torch.float64),
+                          atol=1e-6)
+    assert (ssim_svg(x, y) > ssim(x, y)).all()  # the larger constants: never mix the two

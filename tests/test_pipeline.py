@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,26 @@ def test_the_lab_preset_prints_checked_dvc_overrides(tmp_path):
     _write_params(tmp_path, {"data": {"seq_len": 8}})  # too short for 2 + 10 frames
     result = _run("preset", tmp_path, "bair-lab")
     assert result.returncode != 0 and "train.n_future" in result.stderr
+
+
+def test_dvc_repro_fails_on_a_typo_in_a_key_no_stage_lists(tmp_path):
+    """The `check-params` stage depends on the whole params.yaml: `dvc repro` fails on a typo
+    even where no other stage would re-run."""
+    for folder in ("cvae", "pipeline"):
+        shutil.copytree(REPO / folder, tmp_path / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "check-params": stages["check-params"]}}))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    first = subprocess.run([*dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("  num_train:", "  num_trian:"))
+    typo = subprocess.run([*dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert typo.returncode != 0
+    assert "unknown key data.num_trian" in typo.stdout + typo.stderr

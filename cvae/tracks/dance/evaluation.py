@@ -35,8 +35,8 @@ def has_truth(split: Split) -> bool:
 
 @torch.no_grad()
 def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torch.device,
-                   seed: int, samples: int = 1, posterior: bool = True,
-                   keep: int = 0) -> tuple[Scores, np.ndarray]:
+                   seed: int, samples: int = 1, posterior: bool = True, keep: int = 0,
+                   best_by: str = "ssim") -> tuple[Scores, np.ndarray]:
     """Roll out every sequence of `split`. Returns the scores (empty without ground truth; the
     first `keep` sequences' truth, labels and first sample saved for the report) and the first
     prior sample of every sequence, uint8 (sequences, T, C, H, W) with the given first frame at
@@ -63,7 +63,7 @@ def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torc
         if not scored:
             continue
         truth = frames[1:]
-        batch, _ = score_samples(preds, truth)
+        batch, _ = score_samples(preds, truth, best_by)
         batch.update(score_baseline(frames[0], truth))  # copy the first frame
         if posterior:
             with autocast(device):
@@ -129,7 +129,8 @@ def test(model: DanceCVAE, shards_dir: Path, cfg: EvalConfig, device: torch.devi
 
     test_split = Split(shards_dir, "test")
     scored_name = "test" if has_truth(test_split) else "val"
-    run = dict(batch_size=cfg.batch_size, device=device, seed=cfg.seed, samples=cfg.num_samples)
+    run = dict(batch_size=cfg.batch_size, device=device, seed=cfg.seed, samples=cfg.num_samples,
+               best_by=cfg.best_by)
     scores, predictions = evaluate_dance(model, test_split, keep=cfg.keep, **run)
     if scored_name == "val":
         scores, _ = evaluate_dance(model, Split(shards_dir, "val"), **run)
@@ -138,7 +139,7 @@ def test(model: DanceCVAE, shards_dir: Path, cfg: EvalConfig, device: torch.devi
     length = next(iter(scores.scores.values())).shape[1] + 1
     metrics = {**scores.summary(), "scored_split": scored_name, "n_past": 1,
                "n_future": length - 1, "submission_rows": rows, "num_samples": cfg.num_samples,
-               "model": model.name}
+               "best_by": cfg.best_by, "model": model.name}
     print(f"{scored_name} rollout PSNR {metrics['psnr']:.2f} dB over {length - 1} predicted frames "
           f"(mean of {cfg.num_samples} samples; best {metrics['psnr_best']:.2f}), copy-first-frame "
           f"{metrics['baseline_psnr']:.2f} dB; {outputs.submission}: {rows} rows")

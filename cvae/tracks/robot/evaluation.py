@@ -56,7 +56,7 @@ def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torc
 @torch.no_grad()
 def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: int,
              device: torch.device, seed: int, samples: int = 1, posterior: bool = True,
-             keep: int = 4) -> Scores:
+             keep: int = 4, best_by: str = "ssim") -> Scores:
     """Score the first `n_past + n_future` frames of every sequence of `split`, `samples` prior
     draws each. `batch_size` counts sequences; a batch runs `batch_size * samples` rollouts.
     A batch too big for the GPU is retried in halves, down to one sequence."""
@@ -69,7 +69,7 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
         indices = np.arange(start, min(start + batch_size, len(split)))
         try:
             batch, views = _evaluate_batch(model, split, indices, n_past, n_future, device, seed,
-                                           samples, posterior, save=start < keep)
+                                           samples, posterior, best_by, save=start < keep)
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -88,7 +88,7 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
 
 
 def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, samples, posterior,
-                    save: bool) -> tuple[dict, dict]:
+                    best_by: str, save: bool) -> tuple[dict, dict]:
     """Scores (n_future, B) of sequences `indices`, and their frames for the report if `save`."""
     length = n_past + n_future
     frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
@@ -100,7 +100,7 @@ def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, sampl
     preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
     preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
     truth = frames[n_past:]
-    batch, best = score_samples(preds, truth)
+    batch, best = score_samples(preds, truth, best_by)
     batch.update(score_baseline(frames[n_past - 1], truth))  # copy the last given frame
     if posterior:
         with autocast(device):
@@ -123,9 +123,10 @@ def test(model: SVG, shards_dir: Path, cfg: EvalConfig, device: torch.device,
     """The lab's protocol on every test sequence: `n_past` (2) frames in, `n_future` (10)
     predicted. Writes `outputs` and returns the metrics."""
     scores = evaluate(model, Split(shards_dir, "test"), cfg.n_past, cfg.n_future,
-                      cfg.batch_size, device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep)
+                      cfg.batch_size, device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep,
+                      best_by=cfg.best_by)
     metrics = {**scores.summary(), "n_past": cfg.n_past, "n_future": cfg.n_future,
-               "num_samples": cfg.num_samples, "model": model.name}
+               "num_samples": cfg.num_samples, "best_by": cfg.best_by, "model": model.name}
     print(f"test PSNR {metrics['psnr']:.2f} dB (mean of {cfg.num_samples} samples), best "
           f"{metrics['psnr_best']:.2f} dB, copy-last-frame {metrics['baseline_psnr']:.2f} dB; "
           f"SSIM {metrics['ssim']:.4f} vs {metrics['baseline_ssim']:.4f}")

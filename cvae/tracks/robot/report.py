@@ -65,25 +65,33 @@ def prediction_grid(truth: np.ndarray, views, n_past: int, out: Path) -> None:
 
 def summary_markdown(metrics: dict, train_metrics: dict) -> str:
     n, model_name = metrics["num_samples"], metrics["model"]
-    rows = [
-        (f"{model_name}, mean of {n} samples", "psnr", "psnr_finn", "ssim"),
-        (f"{model_name}, best of {n} (by SSIM)", "psnr_best", "psnr_finn_best", "ssim_best"),
-        (f"{model_name}, posterior (upper reference)", "posterior_psnr", None, "posterior_ssim"),
-        ("copy last frame", "baseline_psnr", None, "baseline_ssim"),
+    best_by = {"ssim": "SSIM", "ssim_svg": "SVG's SSIM"}[metrics.get("best_by", "ssim")]
+    rows = [  # predictor, then the metric keys of each column (None: not measured)
+        (f"{model_name}, mean of {n} samples", "psnr", "psnr_finn", "ssim", "ssim_svg"),
+        (f"{model_name}, best of {n} (by {best_by})", "psnr_best", "psnr_finn_best", "ssim_best",
+         "ssim_svg_best"),
+        (f"{model_name}, posterior (upper reference)", "posterior_psnr", None, "posterior_ssim",
+         None),
+        ("copy last frame", "baseline_psnr", None, "baseline_ssim", None),
     ]
-    cell = lambda key, fmt: format(metrics[key], fmt) if key in metrics else "–"  # noqa: E731
+    formats = (".2f", ".2f", ".4f", ".4f")
+
+    def cell(key, fmt):
+        return format(metrics[key], fmt) if key in metrics else "–"
+
     lines = [
         "# Test results",
         "",
         f"{metrics['sequences']} test sequences, {metrics['n_past']} conditioning frames, "
         f"{metrics['n_future']} predicted, {n} prior samples each. PSNR per image then averaged "
-        "(dB); SVG's PSNR averages it per colour channel (higher by construction); SSIM 11x11 "
-        "Gaussian window, sigma 1.5.",
+        "(dB); SVG's PSNR averages it per colour channel (higher by construction). SSIM: 11x11 "
+        "Gaussian window, sigma 1.5, data range 1; SVG's SSIM is the one of its published "
+        "numbers (old scikit-image defaults: 7x7 uniform window, data range 2; higher).",
         "",
-        "| predictor | PSNR | PSNR (SVG, per channel) | SSIM |",
-        "|---|---|---|---|",
-        *[f"| {name} | {cell(p, '.2f')} | {cell(f, '.2f') if f else '–'} | {cell(s, '.4f')} |"
-          for name, p, f, s in rows if p in metrics],
+        "| predictor | PSNR | PSNR (SVG, per channel) | SSIM | SSIM (SVG's) |",
+        "|---|---|---|---|---|",
+        *["| " + " | ".join([name, *(cell(k, f) for k, f in zip(keys, formats))]) + " |"
+          for name, *keys in rows if keys[0] in metrics],
         "",
         training_sentence(train_metrics),
         "",
