@@ -118,6 +118,9 @@ class ModelConfig:
     predictor_layers: int = 2
     posterior_layers: int = 1
     last_frame_skip: bool = False  # skips from the last input frame, not the last conditioning one
+    # Which given frame the decoder's skips come from: the last (x[n_past-1], the paper's "last
+    # ground truth frame") or, as SVG's released code does, the one before it (x[n_past-2]).
+    skips_from: Literal["last_given", "svg_code"] = "last_given"
     prior: Literal["fixed", "learned"] = "fixed"  # N(0, I) (SVG-FP) | an LSTM on h_{t-1} (SVG-LP)
     prior_layers: int = 1
     # concat: the condition joins the predictor's input | condconv: it scales and shifts every
@@ -242,6 +245,9 @@ class Params:
                 cfg = getattr(self, section)
                 _require(cfg.n_past + cfg.n_future <= window, f"{section}.n_future",
                          f"n_past + n_future must fit in data.seq_len ({window})")
+                _require(cfg.n_past >= 2 or self.model.skips_from == "last_given",
+                         f"{section}.n_past", "must be >= 2 with model.skips_from: svg_code "
+                         "(skips of the frame before the last given one)")
         _require(self.report.sequence < self.eval.keep, "report.sequence",
                  f"must be < eval.keep ({self.eval.keep}), the sequences evaluate saves")
 

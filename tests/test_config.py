@@ -40,6 +40,8 @@ def test_bad_choice_lists_the_choices():
     ({"model": {"levels": 6}}, r"model\.levels: must be 1 \(plain SVG\) to 5"),
     ({"model": {"level_channels": 0}}, r"model\.level_channels: must be > 0"),
     ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of"),
+    ({"model": {"skips_from": "svg_code"}, "eval": {"n_past": 1}},
+     r"eval\.n_past: must be >= 2 with model\.skips_from: svg_code"),
 ])
 def test_bad_values_name_their_key(raw, key):
     with pytest.raises(ConfigError, match=key):

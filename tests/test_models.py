@@ -88,6 +88,7 @@ VARIANTS = [
     {"prior": "learned", "conditioning": "condconv", "last_frame_skip": True},
     {"prior": "learned", "conditioning": "concat", "levels": 3},
     {"prior": "fixed", "conditioning": "condconv", "levels": 2},
+    {"prior": "learned", "conditioning": "concat", "skips_from": "svg_code"},
 ]
 
 
@@ -224,3 +225,42 @@ def test_the_fast_step_has_the_per_frame_steps_loss_and_gradients(tiny_model_cfg
     for name, grad in fast_grads.items():
         scale = slow_grads[name].abs().max().clamp_min(1e-12)
         assert (grad - slow_grads[name]).abs().max() <= 1e-4 * scale, name
+
+
+def _svg_code_loop(model, x, conds, n_past, noise):
+    """SVG's released training loop (svg_train.py, SVG-FP with the condition concatenated),
+    transcribed: the skips are updated from the frame fed in while i < n_past."""
+    cfg, (T, B) = model.cfg, conds.shape[:2]
+    predictor_state = model.predictor.init_hidden(B)
+    posterior_state = model.posterior.init_hidden(B)
+    preds = []
+    for i in range(1, T):
+        h = model.encoder(x[i - 1])
+        h_target = model.encoder(x[i])[0]
+        if cfg.last_frame_skip or i < n_past:
+            h, skip = h
+        else:
+            h = h[0]
+        mu, logvar, posterior_state = model.posterior.distribution(h_target, posterior_state)
+        z_t = mu + (0.5 * logvar).exp() * noise[i - 1]
+        h_pred, predictor_state = model.predictor(torch.cat([h, z_t, conds[i - 1]], 1),
+                                                  predictor_state)
+        preds.append(model.decoder(h_pred, skip))
+    return torch.stack(preds)
+
+
+@pytest.mark.parametrize("n_past", [2, 3])
+def test_skips_from_svg_code_is_svgs_released_loop(tiny_model_cfg, n_past):
+    frames, conds = _data(T=7)
+    outputs = {}
+    for skips_from in ("svg_code", "last_given"):
+        torch.manual_seed(0)
+        model = SVG(dataclasses.replace(tiny_model_cfg, skips_from=skips_from)).eval()
+        noise = torch.randn(6, 3, model.latent_size)
+        with torch.no_grad():
+            ours = rollout(model, frames, conds, n_past, teacher_forcing=True, noise=noise).frames
+            outputs[skips_from] = ours, _svg_code_loop(model, frames, conds, n_past, noise)
+    assert torch.allclose(*outputs["svg_code"], atol=1e-5)
+    ours, svgs = outputs["last_given"]  # the paper's frame: from step n_past on, not SVG's code
+    assert torch.allclose(ours[: n_past - 1], svgs[: n_past - 1], atol=1e-5)
+    assert not torch.allclose(ours[n_past - 1:], svgs[n_past - 1:], atol=1e-3)

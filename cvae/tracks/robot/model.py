@@ -230,6 +230,12 @@ class SVG(nn.Module):
         levels = f", {self.cfg.levels} latent levels" if self.cfg.levels > 1 else ""
         return f"SVG-{'LP' if self.prior is not None else 'FP'}, {self.cfg.conditioning}{levels}"
 
+    def skip_frame(self, n_past: int) -> int:
+        """The last frame whose skips the decoder takes (unless `last_frame_skip`): the last
+        given one, or with `skips_from: svg_code` the one before, as SVG's code does (its loop
+        keeps the skips of x[i-1] while i < n_past)."""
+        return n_past - 1 if self.cfg.skips_from == "last_given" else n_past - 2
+
     def encode(self, x: torch.Tensor, cond: torch.Tensor):
         """Frame t with its condition c_t (used by condconv only)."""
         return self.encoder(x, cond if self.condconv else None)

@@ -31,7 +31,7 @@ def per_frame_rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_p
     x_in, preds, stats = frames[0], [], []
     for t in range(1, T):
         h, skip_now = model.encode(x_in, conds[t - 1])
-        if cfg.last_frame_skip or t - 1 < n_past:
+        if cfg.last_frame_skip or t - 1 <= model.skip_frame(n_past):
             skip = skip_now
         h_target, skip_target = model.encode(frames[t], conds[t])
         fed = {s.shape[-1]: s for s in skip_now}

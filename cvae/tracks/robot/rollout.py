@@ -37,7 +37,8 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
     posterior_state = model.posterior.init_hidden(B)
     prior_state = model.prior.init_hidden(B) if model.prior is not None else None
     # What the next step is fed (the encoding and skips of x_{t-1}), and the skips it decodes
-    # with (those of the last conditioning frame, or of x_{t-1} with `last_frame_skip`).
+    # with (those of the last conditioning frame, see `SVG.skip_frame`, or of x_{t-1} with
+    # `last_frame_skip`).
     h_in, fed_skips = h_true[0], [s[0] for s in skips_true]
     skips = fed_skips
     outputs, deferred, stats = [], [], []
@@ -59,7 +60,7 @@ def rollout(model: SVG, frames: torch.Tensor, conds: torch.Tensor, n_past: int, 
             deferred.append((t, h_pred, skips, z_maps))
             if t < T - 1:
                 h_in, fed_skips = h_true[t], [s[t] for s in skips_true]
-                if model.cfg.last_frame_skip or t < n_past:
+                if model.cfg.last_frame_skip or t <= model.skip_frame(n_past):
                     skips = fed_skips
         else:
             x_hat = model.decode(h_pred, skips, conds[t - 1], z_maps)
