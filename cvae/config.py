@@ -208,10 +208,14 @@ class EvalConfig:
     num_samples: int = 3  # prior samples per test sequence, drawn as one batch (SVG: 100)
     # the best of the samples by our SSIM, or by the SSIM of SVG's published numbers
     best_by: Literal["ssim", "ssim_svg"] = "ssim"
+    # The moving region, scored apart: pixels where the truth differs from the reference frame
+    # (the last given one; the dance track's first) by more than this, in any colour channel.
+    moving_threshold: float = 0.1
     keep: int = 4  # test sequences whose predictions are saved for the report
 
     def check(self):
         _positive(self, "n_past", "n_future", "batch_size", "num_samples", "keep", prefix="eval")
+        _require(0 <= self.moving_threshold < 1, "eval.moving_threshold", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)

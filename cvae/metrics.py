@@ -27,6 +27,24 @@ def psnr_per_channel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(1 / mse.clamp_min(MAX_PSNR_MSE))).mean(-1)
 
 
+def moving_pixels(truth: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Where the truth differs from the reference frame by more than `threshold` in any colour
+    channel: (..., 1, H, W) booleans. The pixels a copy of the reference gets wrong, i.e. where
+    something moved."""
+    return ((truth.float() - reference.float()).abs() > threshold).any(dim=-3, keepdim=True)
+
+
+def masked_psnr(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PSNR per image (data range 1) over the pixels of `mask` (..., 1, H, W) alone: the MSE
+    averaged over those pixels and the channels. NaN for an image with no such pixel (callers
+    leave it out of averages), 100 dB for a perfect one, as `psnr`."""
+    mask = mask.float()
+    squared = ((x.float() - y.float()) ** 2 * mask).sum(dim=(-3, -2, -1))
+    count = mask.sum(dim=(-3, -2, -1)) * x.shape[-3]
+    mse = squared / count  # 0 / 0 = NaN where nothing moved
+    return 10 * torch.log10(1 / mse.clamp_min(MAX_PSNR_MSE))
+
+
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 SSIM_CHUNK = 256  # images per pass: bounds the memory of the float64 maps
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # the constants are (k * data range)^2

@@ -7,6 +7,10 @@ Scores are kept per sequence and predicted frame, (sequences, frames), under the
                               ssim_svg: `eval.best_by`)
   psnr_finn, psnr_finn_best   SVG's PSNR: per colour channel, then averaged over channels
   ssim_svg, ssim_svg_best     the SSIM of SVG's published numbers (`cvae.metrics.ssim_svg`)
+  psnr_moving, psnr_moving_best, posterior_psnr_moving, baseline_psnr_moving
+                              PSNR over the moving region alone: the pixels where the truth
+                              differs from the reference frame (`cvae.metrics.moving_pixels`);
+                              NaN for a frame where nothing moved, left out of the means
   posterior_psnr, posterior_ssim   z inferred from the true future: an upper reference
   baseline_psnr, baseline_ssim     copying a given frame (the track says which)
 """
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cvae.metrics import psnr, psnr_per_channel, ssim, ssim_svg
+from cvae.metrics import masked_psnr, moving_pixels, psnr, psnr_per_channel, ssim, ssim_svg
 
 
 @dataclass
@@ -29,11 +33,13 @@ class Scores:
     saved: dict[str, np.ndarray]  # uint8 frames of the first sequences, for the report
 
     def summary(self) -> dict:
-        return {**{name: float(v.mean()) for name, v in self.scores.items()},
+        """Every score's mean over sequences and frames (NaN entries, frames where nothing
+        moved, left out)."""
+        return {**{name: float(np.nanmean(v)) for name, v in self.scores.items()},
                 "sequences": int(next(iter(self.scores.values())).shape[0])}
 
     def per_frame(self) -> dict:
-        return {name: v.mean(0) for name, v in self.scores.items()}
+        return {name: np.nanmean(v, axis=0) for name, v in self.scores.items()}
 
 
 def to_model_frames(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -64,28 +70,41 @@ def tile_samples(x: torch.Tensor, samples: int, dim: int) -> torch.Tensor:
     return x.repeat(*(samples if d == dim else 1 for d in range(x.dim())))
 
 
-def score_samples(preds: torch.Tensor, truth: torch.Tensor,
-                  best_by: str = "ssim") -> tuple[dict, torch.Tensor]:
-    """Mean-of-N and best-of-N (by `best_by`, ssim or ssim_svg, averaged over the frames) scores
-    of predictions (N, frames, B, C, H, W) against the truth (frames, B, C, H, W), each
-    (frames, B), and the index of each sequence's best sample."""
-    truth = truth.expand_as(preds)
-    by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
-                 "psnr_finn": psnr_per_channel(preds, truth),
-                 "ssim_svg": ssim_svg(preds, truth)}  # each (N, frames, B)
-    best = by_sample[best_by].mean(1).argmax(0)  # (B,): the best sample of each sequence
-    columns = torch.arange(best.shape[0], device=best.device)
-    out = {}
-    for name, value in by_sample.items():
-        out[name] = value.mean(0)
-        out[f"{name}_best"] = value[best, :, columns].T  # (frames, B)
-    return out, best
+class FrameScorer:
+    """Scores of a batch's predicted frames against the truth (frames, B, C, H, W), each
+    (frames, B), beside copying the reference frame (B, C, H, W): the last given frame on the
+    robot track, the first on the dance track. The moving region is where the truth differs
+    from the reference by more than `threshold`."""
 
+    def __init__(self, truth: torch.Tensor, reference: torch.Tensor, threshold: float):
+        self.truth, self.reference = truth, reference.expand_as(truth)
+        self.moving = moving_pixels(truth, self.reference, threshold)
 
-def score_baseline(copy: torch.Tensor, truth: torch.Tensor) -> dict:
-    """The copy baseline's scores, (frames, B) each: `copy` is the given frame repeated."""
-    copy = copy.expand_as(truth)
-    return {"baseline_psnr": psnr(copy, truth), "baseline_ssim": ssim(copy, truth)}
+    def one(self, prediction: torch.Tensor, prefix: str = "") -> dict:
+        """PSNR, SSIM and moving-region PSNR of one prediction per frame, named `prefix` + ..."""
+        return {f"{prefix}psnr": psnr(prediction, self.truth),
+                f"{prefix}ssim": ssim(prediction, self.truth),
+                f"{prefix}psnr_moving": masked_psnr(prediction, self.truth, self.moving)}
+
+    def baseline(self) -> dict:
+        return self.one(self.reference, "baseline_")
+
+    def samples(self, preds: torch.Tensor, best_by: str = "ssim") -> tuple[dict, torch.Tensor]:
+        """Mean-of-N and best-of-N (by `best_by`, ssim or ssim_svg, averaged over the frames)
+        scores of N predictions (N, frames, B, C, H, W), and each sequence's best sample."""
+        truth = self.truth.expand_as(preds)
+        by_sample = {"psnr": psnr(preds, truth), "ssim": ssim(preds, truth),
+                     "psnr_finn": psnr_per_channel(preds, truth),
+                     "ssim_svg": ssim_svg(preds, truth),
+                     "psnr_moving": masked_psnr(preds, truth, self.moving.expand(
+                         *preds.shape[:-3], 1, *preds.shape[-2:]))}  # each (N, frames, B)
+        best = by_sample[best_by].mean(1).argmax(0)  # (B,): the best sample of each sequence
+        columns = torch.arange(best.shape[0], device=best.device)
+        out = {}
+        for name, value in by_sample.items():
+            out[name] = value.mean(0)  # NaN where nothing moved stays NaN
+            out[f"{name}_best"] = value[best, :, columns].T  # (frames, B)
+        return out, best
 
 
 @dataclass(frozen=True)

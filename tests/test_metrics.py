@@ -107,3 +107,19 @@ def test_ssim_variants_equal_scikit_image(ours, skimage_options):
     assert torch.allclose(ours(x, y).double(), torch.tensor(reference, dtype=torch.float64),
                           atol=1e-6)
     assert (ssim_svg(x, y) > ssim(x, y)).all()  # the larger constants: never mix the two
+
+
+def test_the_moving_region_is_where_the_truth_left_the_reference():
+    from cvae.metrics import masked_psnr, moving_pixels
+    reference = torch.zeros(1, 3, 16, 16)
+    truth = reference.clone()
+    truth[0, 1, 2:4, 5:9] = 0.5  # 8 pixels moved, in one channel
+    truth[0, 0, 10, 10] = 0.05  # below the threshold: noise, not motion
+    mask = moving_pixels(truth, reference, threshold=0.1)
+    assert mask.shape == (1, 1, 16, 16) and mask.sum() == 8
+    # A copy of the reference: wrong by 0.5 in one of 3 channels on the moving pixels.
+    expected = 10 * math.log10(1 / (0.5 ** 2 / 3))
+    assert masked_psnr(reference, truth, mask).item() == pytest.approx(expected, abs=1e-4)
+    assert psnr(reference, truth).item() > expected + 10  # the whole frame hides the miss
+    assert masked_psnr(truth, truth, mask).item() == 100.0
+    assert torch.isnan(masked_psnr(reference, reference, torch.zeros_like(mask)))

@@ -20,10 +20,8 @@ import torch
 
 from cvae.config import EvalConfig
 from cvae.data.shards import Split
-from cvae.metrics import psnr, ssim
 from cvae.runtime import autocast, seeded_generator
-from cvae.samples import (Scores, TestOutputs, score_baseline, score_samples, tile_samples,
-                          to_model_frames, to_uint8)
+from cvae.samples import FrameScorer, Scores, TestOutputs, tile_samples, to_model_frames, to_uint8
 from cvae.tracks.dance.model import DanceCVAE
 from cvae.tracks.dance.rollout import generate
 from cvae.vae import reparameterize
@@ -36,7 +34,8 @@ def has_truth(split: Split) -> bool:
 @torch.no_grad()
 def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torch.device,
                    seed: int, samples: int = 1, posterior: bool = True, keep: int = 0,
-                   best_by: str = "ssim") -> tuple[Scores, np.ndarray]:
+                   best_by: str = "ssim", moving_threshold: float = EvalConfig.moving_threshold
+                   ) -> tuple[Scores, np.ndarray]:
     """Roll out every sequence of `split`. Returns the scores (empty without ground truth; the
     first `keep` sequences' truth, labels and first sample saved for the report) and the first
     prior sample of every sequence, uint8 (sequences, T, C, H, W) with the given first frame at
@@ -62,13 +61,13 @@ def evaluate_dance(model: DanceCVAE, split: Split, batch_size: int, device: torc
             saved.setdefault("prediction", []).append(predictions[-1])
         if not scored:
             continue
-        truth = frames[1:]
-        batch, _ = score_samples(preds, truth, best_by)
-        batch.update(score_baseline(frames[0], truth))  # copy the first frame
+        scorer = FrameScorer(frames[1:], frames[0], moving_threshold)  # copy the first frame
+        batch, _ = scorer.samples(preds, best_by)
+        batch.update(scorer.baseline())
         if posterior:
             with autocast(device):
                 post = _posterior(model, frames, labels, noise).float().clamp(0, 1)
-            batch["posterior_psnr"], batch["posterior_ssim"] = psnr(post, truth), ssim(post, truth)
+            batch.update(scorer.one(post, "posterior_"))
         for name, value in batch.items():
             scores.setdefault(name, []).append(value.T.cpu())  # (B, T-1)
     model.train(was_training)
@@ -130,7 +129,7 @@ def test(model: DanceCVAE, shards_dir: Path, cfg: EvalConfig, device: torch.devi
     test_split = Split(shards_dir, "test")
     scored_name = "test" if has_truth(test_split) else "val"
     run = dict(batch_size=cfg.batch_size, device=device, seed=cfg.seed, samples=cfg.num_samples,
-               best_by=cfg.best_by)
+               best_by=cfg.best_by, moving_threshold=cfg.moving_threshold)
     scores, predictions = evaluate_dance(model, test_split, keep=cfg.keep, **run)
     if scored_name == "val":
         scores, _ = evaluate_dance(model, Split(shards_dir, "val"), **run)
@@ -139,7 +138,8 @@ def test(model: DanceCVAE, shards_dir: Path, cfg: EvalConfig, device: torch.devi
     length = next(iter(scores.scores.values())).shape[1] + 1
     metrics = {**scores.summary(), "scored_split": scored_name, "n_past": 1,
                "n_future": length - 1, "submission_rows": rows, "num_samples": cfg.num_samples,
-               "best_by": cfg.best_by, "model": model.name}
+               "best_by": cfg.best_by, "moving_threshold": cfg.moving_threshold,
+               "model": model.name}
     print(f"{scored_name} rollout PSNR {metrics['psnr']:.2f} dB over {length - 1} predicted frames "
           f"(mean of {cfg.num_samples} samples; best {metrics['psnr_best']:.2f}), copy-first-frame "
           f"{metrics['baseline_psnr']:.2f} dB; {outputs.submission}: {rows} rows")

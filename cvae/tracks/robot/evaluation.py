@@ -18,10 +18,8 @@ import torch
 
 from cvae.config import EvalConfig
 from cvae.data.shards import Split
-from cvae.metrics import psnr, ssim
 from cvae.runtime import autocast, seeded_generator
-from cvae.samples import (Scores, TestOutputs, score_baseline, score_samples, tile_samples,
-                          to_model_frames, to_uint8)
+from cvae.samples import FrameScorer, Scores, TestOutputs, tile_samples, to_model_frames, to_uint8
 from cvae.tracks.robot.model import SVG
 from cvae.tracks.robot.rollout import rollout
 
@@ -56,7 +54,8 @@ def prior_noise(seed: int, indices, samples: int, steps: int, size: int) -> torc
 @torch.no_grad()
 def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: int,
              device: torch.device, seed: int, samples: int = 1, posterior: bool = True,
-             keep: int = 4, best_by: str = "ssim") -> Scores:
+             keep: int = 4, best_by: str = "ssim",
+             moving_threshold: float = EvalConfig.moving_threshold) -> Scores:
     """Score the first `n_past + n_future` frames of every sequence of `split`, `samples` prior
     draws each. `batch_size` counts sequences; a batch runs `batch_size * samples` rollouts.
     A batch too big for the GPU is retried in halves, down to one sequence."""
@@ -69,7 +68,8 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
         indices = np.arange(start, min(start + batch_size, len(split)))
         try:
             batch, views = _evaluate_batch(model, split, indices, n_past, n_future, device, seed,
-                                           samples, posterior, best_by, save=start < keep)
+                                           samples, posterior, best_by, moving_threshold,
+                                           save=start < keep)
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -88,7 +88,7 @@ def evaluate(model: SVG, split: Split, n_past: int, n_future: int, batch_size: i
 
 
 def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, samples, posterior,
-                    best_by: str, save: bool) -> tuple[dict, dict]:
+                    best_by: str, moving_threshold: float, save: bool) -> tuple[dict, dict]:
     """Scores (n_future, B) of sequences `indices`, and their frames for the report if `save`."""
     length = n_past + n_future
     frames_u8, conds = split.windows(indices, np.zeros_like(indices), length)
@@ -99,15 +99,15 @@ def _evaluate_batch(model, split, indices, n_past, n_future, device, seed, sampl
     noise = prior_noise(seed, indices, samples + 1, length - 1, model.latent_size).to(device)
     preds = sample_prior(model, frames, conds, n_past, noise[:samples])[:, n_past - 1:]
     preds = preds.clamp(0, 1)  # (N, n_future, B, C, H, W)
-    truth = frames[n_past:]
-    batch, best = score_samples(preds, truth, best_by)
-    batch.update(score_baseline(frames[n_past - 1], truth))  # copy the last given frame
+    scorer = FrameScorer(frames[n_past:], frames[n_past - 1], moving_threshold)  # copy the last given
+    batch, best = scorer.samples(preds, best_by)
+    batch.update(scorer.baseline())
     if posterior:
         with autocast(device):
             post = rollout(model, frames, conds, n_past, teacher_forcing=False,
                            noise=noise[samples]).frames
         post = post[n_past - 1:].float().clamp(0, 1)
-        batch["posterior_psnr"], batch["posterior_ssim"] = psnr(post, truth), ssim(post, truth)
+        batch.update(scorer.one(post, "posterior_"))
     views = {}
     if save:
         views = {"truth": frames_u8,
@@ -124,9 +124,10 @@ def test(model: SVG, shards_dir: Path, cfg: EvalConfig, device: torch.device,
     predicted. Writes `outputs` and returns the metrics."""
     scores = evaluate(model, Split(shards_dir, "test"), cfg.n_past, cfg.n_future,
                       cfg.batch_size, device, cfg.seed, samples=cfg.num_samples, keep=cfg.keep,
-                      best_by=cfg.best_by)
+                      best_by=cfg.best_by, moving_threshold=cfg.moving_threshold)
     metrics = {**scores.summary(), "n_past": cfg.n_past, "n_future": cfg.n_future,
-               "num_samples": cfg.num_samples, "best_by": cfg.best_by, "model": model.name}
+               "num_samples": cfg.num_samples, "best_by": cfg.best_by,
+               "moving_threshold": cfg.moving_threshold, "model": model.name}
     print(f"test PSNR {metrics['psnr']:.2f} dB (mean of {cfg.num_samples} samples), best "
           f"{metrics['psnr_best']:.2f} dB, copy-last-frame {metrics['baseline_psnr']:.2f} dB; "
           f"SSIM {metrics['ssim']:.4f} vs {metrics['baseline_ssim']:.4f}")
