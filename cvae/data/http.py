@@ -49,8 +49,8 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
                     f"{part.stat().st_size if part.exists() else 0} bytes, or download the file "
                     f"yourself and put it at {dest}"
                 ) from error
-    _check(part, size, sha256, "if data.bair.sha256 is wrong, correct it and re-run; if the download "
-           "is damaged, delete the file and re-run")
+    _check(part, size, sha256, "if data.bair.sha256 is wrong, correct it and re-run; if the "
+           "download is damaged, delete the file and re-run")
     os.replace(part, dest)
     return dest
 

@@ -82,8 +82,8 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
 
 
 def _lost_summary(losses: dict) -> str:
-    """`3 sequences of test (x.tar:.../traj_0_to_7.tfrecords: corrupt record at ...)`, per file."""
-    return "; ".join(f"{loss.sequences} sequences of {loss.split} ({name}: "
+    """Per file: `3 sequence(s) of test (x.tar:.../traj_0_to_7.tfrecords: <damage>)`."""
+    return "; ".join(f"{loss.sequences} sequence(s) of {loss.split} ({name}: "
                      f"{', '.join(loss.damage)})" for name, loss in losses.items())
 
 

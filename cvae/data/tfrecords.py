@@ -97,7 +97,9 @@ def parse_sequence(data: bytes, seq_len: int, image_size: int = 64):
         for key, out in ((ACTION_KEY, actions), (POSITION_KEY, positions)):
             out[t] = values(key.format(t), "float_list", out.shape[1])
             if not np.isfinite(out[t]).all():  # a NaN would make every loss NaN
-                raise ValueError(f"{key.format(t)!r} holds {out[t].tolist()}: not finite")
+                i = int(np.argmin(np.isfinite(out[t])))
+                raise ValueError(f"{key.format(t)!r} value {i + 1} of {out.shape[1]} is "
+                                 f"{out[t, i]}: not finite")
     return frames, actions, positions
 
 
