@@ -30,12 +30,15 @@ class BairConfig:
     """The published BAIR tar (data.source: bair)."""
 
     url: str = "http://rail.eecs.berkeley.edu/datasets/bair_robot_pushing_dataset_v0.tar"
-    size: int = 32_274_964_480  # bytes
+    # The tar's size. Not named `size`: DVC's run cache leaves every key named `size` out of a
+    # stage's key, so a changed `size` would restore an older download's outputs.
+    bytes: int = 32_274_964_480
     sha256: str = "c6f8d164ab2be07174ef597e3e070d7466f3142caddc467b6af119b9458cd9cd"  # "" skips
-    tar: str = "downloads/bair_robot_pushing_dataset_v0.tar"  # where it is, or will be, kept
+    # Where the tar is, or will be, kept; or a folder holding the extracted softmotion30_44k/
+    tar: str = "downloads/bair_robot_pushing_dataset_v0.tar"
 
     def check(self):
-        _positive(self, "size", prefix="data.bair")
+        _positive(self, "bytes", prefix="data.bair")
         _require(self.sha256 == "" or len(self.sha256) == 64, "data.bair.sha256",
                  "must be 64 hex digits, or empty to skip the check")
 

@@ -14,7 +14,9 @@ def main():
     args = parser.parse_args()
     cfg = params().data
     meta = prepare(args.raw, args.out, cfg.shard_size, cfg.seq_len, cfg.skip_bad_records)
-    print(json.dumps({"counts": meta["counts"], "bad_records": meta["bad_records"]}))
+    lost = {split: sum(file["sequences"] for file in files.values())
+            for split, files in meta["lost"].items()}
+    print(json.dumps({"counts": meta["counts"], "bad_records": meta["bad_records"], "lost": lost}))
 
 
 if __name__ == "__main__":

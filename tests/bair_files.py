@@ -66,12 +66,13 @@ def tfrecord_file(records) -> bytes:
 
 
 def bair_tar(path: Path, splits: dict, corrupt=None) -> Path:
-    """The published tar's layout: test/ -> test, train/traj_256_to_511 -> val, other train -> train.
-    `corrupt(name, data) -> data` may damage a member's bytes."""
+    """The published tar's layout: test/ -> test, train/traj_256_to_<b> -> val, other train ->
+    train, each file named after the sequences it holds. `corrupt(name, data) -> data` may damage
+    a member's bytes."""
     members = {
-        "softmotion30_44k/train/traj_0_to_255.tfrecords": splits["train"],
-        "softmotion30_44k/train/traj_256_to_511.tfrecords": splits["val"],
-        "softmotion30_44k/test/traj_0_to_255.tfrecords": splits["test"],
+        f"softmotion30_44k/train/traj_0_to_{len(splits['train']) - 1}.tfrecords": splits["train"],
+        f"softmotion30_44k/train/traj_256_to_{255 + len(splits['val'])}.tfrecords": splits["val"],
+        f"softmotion30_44k/test/traj_0_to_{len(splits['test']) - 1}.tfrecords": splits["test"],
     }
     with tarfile.open(path, "w") as tar:
         _add(tar, "softmotion30_44k/README", b"not a record file\n")

@@ -91,7 +91,7 @@ def test_sim_push_download_writes_the_bair_tree_that_prepare_reads(tmp_path):
     cfg = DataConfig(num_train=2, num_val=1, num_test=1, seq_len=4, workers=1)
     manifest = download(cfg, tmp_path / "raw", sample_tar=None)
     assert manifest == {"format": "tfrecords", "path": "."}
-    assert (tmp_path / "raw" / "softmotion30_44k" / "train" / "traj_256_to_511.tfrecords").exists()
+    assert (tmp_path / "raw" / "softmotion30_44k" / "train" / "traj_256_to_256.tfrecords").exists()
     prepare(tmp_path / "raw", tmp_path / "shards", shard_size=8, seq_len=4)
     frames, _ = Split(tmp_path / "shards", "val").windows([0], [0], 4)
     expected = generate_sequence(sequence_seed(cfg.seed, "val", 0), num_frames=4)["frames"]

@@ -3,6 +3,10 @@
 The bytes go to `<dest>.part` and only a complete, verified file is renamed to `dest`, so an
 interrupted download never looks finished. Re-running resumes the `.part` with an HTTP Range
 request; a server that ignores Range gets the file from the start again.
+
+A file that fails its check is never deleted: `dest` may be the user's own copy, and a complete
+`.part` of the wrong checksum may be right and the expected checksum wrong (a typo would otherwise
+cost a whole download). The message says which file and what to do.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
     """Make `dest` the `size`-byte file at `url`; a complete `dest` is only verified."""
     dest = Path(dest)
     if dest.exists():
-        _check(dest, size, sha256)
+        _check(dest, size, sha256, "if data.bair is wrong, correct it; to download the file again, "
+               "move this one away")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -44,7 +49,8 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
                     f"{part.stat().st_size if part.exists() else 0} bytes, or download the file "
                     f"yourself and put it at {dest}"
                 ) from error
-    _check(part, size, sha256)
+    _check(part, size, sha256, "if data.bair.sha256 is wrong, correct it and re-run; if the "
+           "download is damaged, delete the file and re-run")
     os.replace(part, dest)
     return dest
 
@@ -52,7 +58,7 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
 def _resume(url: str, part: Path, size: int, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     if have > size:
-        part.unlink()  # longer than the file can be: not ours
+        part.unlink()  # our download of a longer file (another data.bair.bytes): start again
         have = 0
     if have == size:
         return
@@ -67,7 +73,7 @@ def _resume(url: str, part: Path, size: int, timeout: float) -> None:
         offered = response.headers.get("Content-Length")
         if offered is not None and have + int(offered) != size:
             raise DownloadError(
-                f"{url} offers {have + int(offered)} bytes, expected {size} (data.bair.size): "
+                f"{url} offers {have + int(offered)} bytes, expected {size} (data.bair.bytes): "
                 "not the file this pipeline expects"
             )
         with open(part, mode) as f, tqdm(total=size, initial=have, unit="B", unit_scale=True,
@@ -80,14 +86,15 @@ def _resume(url: str, part: Path, size: int, timeout: float) -> None:
         raise requests.ConnectionError(f"the connection closed after {got} of {size} bytes")
 
 
-def _check(path: Path, size: int, sha256: str) -> None:
+def _check(path: Path, size: int, sha256: str, what_to_do: str) -> None:
+    """Stop, leaving `path` as it is, unless it has `size` bytes and (if given) that sha256."""
     got = path.stat().st_size
     if got != size:
-        raise DownloadError(f"{path} has {got} bytes, expected {size}: delete it to download again")
+        raise DownloadError(f"{path} has {got} bytes, not data.bair.bytes = {size}. Left as it "
+                            f"is: {what_to_do}")
     if sha256 and (digest := file_sha256(path)) != sha256.lower():
-        path.unlink()
-        raise DownloadError(f"{path}: sha256 {digest} is not the expected {sha256}; deleted it, "
-                            "re-run to download again")
+        raise DownloadError(f"{path}: sha256 {digest} is not data.bair.sha256 = {sha256}. Left "
+                            f"as it is: {what_to_do}")
 
 
 def file_sha256(path: Path) -> str:

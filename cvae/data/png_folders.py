@@ -66,7 +66,12 @@ def _read_csv(path: Path, rows: int, columns: int) -> np.ndarray:
     if table.shape[1] != columns or table.shape[0] < rows:
         raise LayoutError(f"{path} is {table.shape[0]}x{table.shape[1]}, "
                           f"expected {rows} rows of {columns} values")
-    return table[:rows]
+    table = table[:rows]
+    if not np.isfinite(table).all():  # one NaN would make every training loss NaN
+        row, column = np.argwhere(~np.isfinite(table))[0]
+        raise LayoutError(f"{path}: row {row + 1} (step {row}), column {column + 1} is "
+                          f"{table[row, column]}: every value must be a finite number")
+    return table
 
 
 def write_sequence(folder: Path, frames, actions, positions) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from tqdm import tqdm
 
 from cvae.data.http import file_sha256
 from cvae.data.raw import SPLITS, read_manifest, read_sequences
+from cvae.errors import DataError
 
 CONDITION_NAMES = ["action_dx", "action_dy", "action_dz", "gripper", "ee_x", "ee_y", "ee_z"]
 
@@ -41,20 +41,28 @@ def prepare(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
 def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
                   skip_bad_records: bool) -> dict:
     writers = {split: ShardWriter(out / split, shard_size) for split in SPLITS}
-    bad = Counter()
-    sequences = read_sequences(raw_dir, seq_len, skip_bad_records, bad)
+    losses = {}  # file -> bair.Loss: what skip_bad_records went on without
+    source = read_manifest(raw_dir)
+    sequences = read_sequences(raw_dir, seq_len, skip_bad_records, losses)
     for split, frames, conditions in tqdm(sequences, desc="prepare", unit="seq"):
         writers[split].add(frames, conditions)
     for split, writer in writers.items():
         writer.close()
         if writer.count == 0:
-            raise ValueError(f"{raw_dir}: the {split} split has no sequences")
+            where = os.path.normpath(Path(raw_dir) / source["path"])
+            raise DataError(f"{where}: the {split} split has no readable sequences"
+                            + (f" (lost: {_lost_summary(losses)})" if losses else ""))
     train = writers["train"]
     meta = {
         "track": "dance" if train.image_conditions else "robot",
-        "source": read_manifest(raw_dir),
+        "source": source,
         "counts": {split: w.count for split, w in writers.items()},
-        "bad_records": {split: bad[split] for split in SPLITS},
+        "bad_records": {split: sum(loss.bad_records for loss in losses.values()
+                                   if loss.split == split) for split in SPLITS},
+        # Sequences that files' names state but the shards do not hold, by split and file.
+        "lost": {split: {name: {"sequences": loss.sequences, "damage": loss.damage}
+                         for name, loss in losses.items() if loss.split == split}
+                 for split in SPLITS},
         "frame_shape": [train.lengths[0], 3, *train.frame_size],
         "frame_lengths": {split: w.lengths[0] for split, w in writers.items()},
         "condition_lengths": {split: w.lengths[1] for split, w in writers.items()},
@@ -67,9 +75,16 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
         meta.update(condition_names=CONDITION_NAMES, condition_mean=mean.tolist(),
                     condition_std=std.tolist())
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
-    if sum(bad.values()):
-        print(f"skipped {sum(bad.values())} bad records: {dict(bad)}")
+    if losses:
+        print(f"data.skip_bad_records: went on without {_lost_summary(losses)} "
+              "(shards/meta.json: lost)")
     return meta
+
+
+def _lost_summary(losses: dict) -> str:
+    """Per file: `3 sequence(s) of test (x.tar:.../traj_0_to_7.tfrecords: <damage>)`."""
+    return "; ".join(f"{loss.sequences} sequence(s) of {loss.split} ({name}: "
+                     f"{', '.join(loss.damage)})" for name, loss in losses.items())
 
 
 class ShardWriter:

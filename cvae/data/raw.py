@@ -6,10 +6,13 @@ Every source ends as `raw/source.json`, which says where the sequences are and i
   {"format": "lab4-folders", "path": ...} the 2024 lab's dance layout (frames + label images)
 plus what identifies the content (size, checksum, file listing), so that DVC re-runs `prepare`
 when the content changes. Paths are relative to raw/, so the file is the same on every machine.
+(The folders of bair-png and lab4-folders are deps of the download stage in dvc.yaml, so DVC
+re-runs it, and this listing, when their files change.)
 
   sim-push  renders the set with pybullet into raw/ as a BAIR tree (one format for all sources)
   sample    the committed tar data/bair-sample.tar (simulated sequences in BAIR's real format)
-  bair      the published tar, downloaded (resumably) to data.bair.tar and read in place
+  bair      the published tar, downloaded (resumably) to data.bair.tar and read in place; or
+            the extracted tree, when data.bair.tar is a folder
   bair-png  the course's folders at data.bair_png.root, read in place
   sim-dance renders the dance set with pybullet into raw/ in the 2024 lab's layout
   lab4-folders  the 2024 lab's dance folders at data.dance.root, read in place
@@ -55,8 +58,10 @@ def download(cfg: DataConfig, out: Path, sample_tar: Path) -> dict:
         manifest = {"format": "tfrecords", "path": "."}
     elif cfg.source == "sample":
         manifest = tar_manifest(Path(sample_tar), out, sha256="")
+    elif cfg.source == "bair" and Path(cfg.bair.tar).is_dir():
+        manifest = bair_folder_manifest(Path(cfg.bair.tar), out)
     elif cfg.source == "bair":
-        tar = fetch(cfg.bair.url, Path(cfg.bair.tar), cfg.bair.size, cfg.bair.sha256)
+        tar = fetch(cfg.bair.url, Path(cfg.bair.tar), cfg.bair.bytes, cfg.bair.sha256)
         manifest = tar_manifest(tar, out, cfg.bair.sha256)  # fetch verified it
     elif cfg.source == "bair-png":
         root = Path(cfg.bair_png.root)
@@ -78,7 +83,24 @@ def tar_manifest(tar: Path, out: Path, sha256: str) -> dict:
     if not tar.is_file():
         raise FileNotFoundError(f"{tar} is missing")
     return {"format": "tfrecords", "path": os.path.relpath(tar, out), "size": tar.stat().st_size,
-            "sha256": sha256 or file_sha256(tar)}
+            "sha256": sha256 or file_sha256(tar), "sequences": named_counts(tar)}
+
+
+def bair_folder_manifest(root: Path, out: Path) -> dict:
+    """An extracted BAIR tree: its files' counts and a digest of their names, sizes and mtimes."""
+    digest = hashlib.sha256()
+    for _, name in bair.files(root):
+        _add_file(digest, root / name, root)
+    return {"format": "tfrecords", "path": os.path.relpath(root, out),
+            "sequences": named_counts(root), "listing_sha256": digest.hexdigest()}
+
+
+def named_counts(path: Path) -> dict[str, int]:
+    """Sequences per split that the TFRecord files' names state (the tar's end is checked too)."""
+    counts = Counter()
+    for split, name in bair.files(path):
+        counts[split] += bair.sequences_named(name)
+    return {split: counts[split] for split in SPLITS}
 
 
 def png_listing(root: Path) -> dict:
@@ -124,12 +146,13 @@ def read_manifest(raw_dir: Path) -> dict:
 
 
 def read_sequences(raw_dir: Path, seq_len: int, skip_bad_records: bool = False,
-                   bad: Counter | None = None):
+                   losses: dict | None = None):
     """Yield (split, frames (T, H, W, 3) uint8, conditions) for every sequence the manifest
     points to. Conditions are (T, 7) float vectors on the robot track (action, then end-effector
-    position) and (T, H, W, 3) uint8 label images on the dance track."""
+    position) and (T, H, W, 3) uint8 label images on the dance track. What TFRecord files lose
+    (with `skip_bad_records`) goes into `losses` (see `bair.read_sequences`)."""
     manifest = read_manifest(raw_dir)
-    path = Path(raw_dir) / manifest["path"]
+    path = Path(os.path.normpath(Path(raw_dir) / manifest["path"]))  # no raw/../ in messages
     if manifest["format"] == "lab4-folders":
         yield from lab4_folders.read_sequences(path, manifest["train_vi_len"],
                                                manifest["val_vi_len"])
@@ -137,7 +160,7 @@ def read_sequences(raw_dir: Path, seq_len: int, skip_bad_records: bool = False,
     if manifest["format"] == "png-folders":
         robot = png_folders.read_sequences(path, seq_len)
     else:
-        robot = bair.read_sequences(path, seq_len, skip_bad_records, bad)
+        robot = bair.read_sequences(path, seq_len, skip_bad_records, losses)
     for split, (frames, actions, positions) in robot:
         yield split, frames, np.concatenate([actions, positions], axis=-1)
 

@@ -33,7 +33,8 @@ class CorruptRecord(DataError):
     """A record that fails its CRC, is cut short, or does not hold a BAIR sequence."""
 
     def __init__(self, source: str, offset: int, reason: str, framing_lost: bool = False):
-        super().__init__(f"{source}: corrupt record at byte offset {offset}: {reason}")
+        lost = "; the records after it cannot be found" if framing_lost else ""
+        super().__init__(f"{source}: corrupt record at byte offset {offset}: {reason}{lost}")
         self.framing_lost = framing_lost  # the next record's start is unknown: the file ends here
 
 
@@ -73,7 +74,7 @@ def read_records(stream: BinaryIO, source: str) -> Iterator[tuple[int, bytes | C
 
 def parse_sequence(data: bytes, seq_len: int, image_size: int = 64):
     """One Example -> frames (T, H, W, 3) uint8, actions (T, 4), positions (T, 3) float32.
-    Raises KeyError/ValueError naming the key that is missing or of the wrong size."""
+    Raises KeyError/ValueError naming the key that is missing, of the wrong size or not finite."""
     features = example_pb2.Example.FromString(data).features.feature
     frame_bytes = image_size * image_size * 3
 
@@ -93,8 +94,12 @@ def parse_sequence(data: bytes, seq_len: int, image_size: int = 64):
         if len(frame) != frame_bytes:
             raise ValueError(f"{FRAME_KEY.format(t)!r} has {len(frame)} bytes, expected {frame_bytes}")
         frames[t] = np.frombuffer(frame, np.uint8).reshape(image_size, image_size, 3)
-        actions[t] = values(ACTION_KEY.format(t), "float_list", 4)
-        positions[t] = values(POSITION_KEY.format(t), "float_list", 3)
+        for key, out in ((ACTION_KEY, actions), (POSITION_KEY, positions)):
+            out[t] = values(key.format(t), "float_list", out.shape[1])
+            if not np.isfinite(out[t]).all():  # a NaN would make every loss NaN
+                i = int(np.argmin(np.isfinite(out[t])))
+                raise ValueError(f"{key.format(t)!r} value {i + 1} of {out.shape[1]} is "
+                                 f"{out[t, i]}: not finite")
     return frames, actions, positions
 
 
