@@ -190,8 +190,19 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
         logs.close()
     if world > 1:
         dist.destroy_process_group()
-    return {"epochs": state["epoch"], "steps": state["step"], "best_val_psnr": state["best_psnr"],
-            "best_epoch": state["best_epoch"], "device": device.type, "processes": world}
+    summary = {"epochs": state["epoch"], "steps": state["step"],
+               "best_val_psnr": state["best_psnr"], "best_epoch": state["best_epoch"],
+               "device": device.type, "processes": world}
+    if logs is not None:
+        summary.update(_final_kl(logs, steps_per_sequence=window - 1))
+    return summary
+
+
+def _final_kl(logs: "_Logs", steps_per_sequence: int) -> dict:
+    """The last epoch's mean KL (nats, summed over the latent dimensions and the steps of a
+    sequence), and per step: whether the latent carries anything at the end of training."""
+    kl = logs.rows["epochs"][-1][EPOCH_COLUMNS.index("kl")]
+    return {"final_kl": kl, "final_kl_per_step": kl / steps_per_sequence}
 
 
 def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,

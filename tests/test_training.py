@@ -57,6 +57,9 @@ def test_training_writes_logs_checkpoints_and_follows_the_schedules(shards, tmp_
     assert best["state"]["best_psnr"] == pytest.approx(max(float(r["val_psnr"]) for r in epochs),
                                                        rel=1e-5)  # the log keeps 6 digits
     assert load_checkpoint(tmp_path / "models" / "last.pt")["state"]["epoch"] == 3
+    # The last epoch's KL, per sequence (summed over its 2 + 3 - 1 steps) and per step.
+    assert summary["final_kl"] == pytest.approx(float(epochs[-1]["kl"]), rel=1e-5)
+    assert summary["final_kl_per_step"] == pytest.approx(summary["final_kl"] / 4)
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(shards, tmp_path):
