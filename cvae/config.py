@@ -127,8 +127,9 @@ class ModelConfig:
     prior: Literal["fixed", "learned"] = "fixed"  # N(0, I) (SVG-FP) | an LSTM on h_{t-1} (SVG-LP)
     prior_layers: int = 1
     # concat: the condition joins the predictor's input | condconv: it scales and shifts every
-    # encoder and decoder channel (conditional convolution, Choi et al. 2019)
-    conditioning: Literal["concat", "condconv"] = "concat"
+    # encoder and decoder channel (conditional convolution, Choi et al. 2019) | none: action-free
+    # SVG, the condition is not used (the paper's BAIR setting)
+    conditioning: Literal["concat", "condconv", "none"] = "concat"
     # Hierarchical latents (HAF-SVG): 1 = SVG's one z per frame; each further level adds a latent
     # map at the next decoder resolution (2: 8x8, 3: 8x8 and 16x16, ... 5: up to 64x64)
     levels: int = 1

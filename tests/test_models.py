@@ -81,6 +81,18 @@ def test_conditions_steer_the_prediction(tiny_model_cfg):
     assert (outs[0] - outs[1]).abs().max() > 1e-3
 
 
+def test_action_free_svg_ignores_the_conditions(tiny_model_cfg):
+    model = SVG(dataclasses.replace(tiny_model_cfg, conditioning="none")).train()
+    assert model.predictor.embed.in_features == tiny_model_cfg.g_dim + tiny_model_cfg.z_dim
+    assert model.name == "SVG-FP, action-free"
+    frames, conds = _data()
+    outs = []
+    for c in (conds, -conds):
+        torch.manual_seed(3)
+        outs.append(rollout(model, frames, c, 2, teacher_forcing=False, sample_prior=True).frames)
+    assert torch.equal(outs[0], outs[1])
+
+
 VARIANTS = [
     {"prior": "fixed", "conditioning": "concat"},
     {"prior": "learned", "conditioning": "concat"},
@@ -89,6 +101,8 @@ VARIANTS = [
     {"prior": "learned", "conditioning": "concat", "levels": 3},
     {"prior": "fixed", "conditioning": "condconv", "levels": 2},
     {"prior": "learned", "conditioning": "concat", "skips_from": "svg_code"},
+    {"prior": "learned", "conditioning": "none"},
+    {"prior": "fixed", "conditioning": "none", "levels": 2},
 ]
 
 

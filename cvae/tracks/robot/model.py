@@ -197,7 +197,9 @@ class SVG(nn.Module):
 
     `cfg.prior`: `fixed` is SVG-FP, z ~ N(0, I); `learned` is SVG-LP, z ~ a Gaussian LSTM on the
     encoding of the previous frame. `cfg.conditioning`: `concat` feeds the condition to the
-    predictor LSTM; `condconv` steers every encoder and decoder block with it instead.
+    predictor LSTM; `condconv` steers every encoder and decoder block with it instead; `none`
+    ignores it (action-free SVG, as the paper runs BAIR: the future is uncertain given the
+    frames alone, and the latent has to carry the motion).
     `cfg.levels` > 1 adds `levels - 1` spatial latent maps (`LatentMaps`) fed to the decoder.
 
     All latents of a step travel as one flat vector of `latent_size` numbers (the global z_t,
@@ -209,12 +211,13 @@ class SVG(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.condconv = cfg.conditioning == "condconv"
+        self.concat = cfg.conditioning == "concat"
         conv_cond = cond_dim if self.condconv else 0
         self.encoder = Encoder(cfg.g_dim, cfg.width, channels, conv_cond)
         maps = cfg.levels - 1
         self.decoder = Decoder(cfg.g_dim, cfg.width, channels, conv_cond,
                                latent_channels=(cfg.level_channels,) * maps)
-        self.predictor = LSTM(cfg.g_dim + cfg.z_dim + (0 if self.condconv else cond_dim),
+        self.predictor = LSTM(cfg.g_dim + cfg.z_dim + (cond_dim if self.concat else 0),
                               cfg.g_dim, cfg.rnn_size, cfg.predictor_layers)
         self.posterior = GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_layers)
         self.prior = (GaussianLSTM(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_layers)
@@ -228,7 +231,8 @@ class SVG(nn.Module):
     def name(self) -> str:
         """SVG-FP or SVG-LP, and the conditioning: how reports label the model."""
         levels = f", {self.cfg.levels} latent levels" if self.cfg.levels > 1 else ""
-        return f"SVG-{'LP' if self.prior is not None else 'FP'}, {self.cfg.conditioning}{levels}"
+        conditioning = "action-free" if self.cfg.conditioning == "none" else self.cfg.conditioning
+        return f"SVG-{'LP' if self.prior is not None else 'FP'}, {conditioning}{levels}"
 
     def skip_frame(self, n_past: int) -> int:
         """The last frame whose skips the decoder takes (unless `last_frame_skip`): the last
@@ -271,4 +275,4 @@ class SVG(nn.Module):
                 torch.cat([logvar] + [v.flatten(1) for _, v in maps], dim=1))
 
     def predictor_input(self, h: torch.Tensor, z: torch.Tensor, cond: torch.Tensor):
-        return torch.cat([h, z] if self.condconv else [h, z, cond], dim=1)
+        return torch.cat([h, z, cond] if self.concat else [h, z], dim=1)
