@@ -47,7 +47,7 @@ METRICS = (
     Metric(EVAL, "psnr", "test PSNR (dB), mean of {n}", "test PSNR", ".3f", " dB"),
     Metric(EVAL, "psnr_best", "best of {n} (dB)", "best-of-N PSNR", ".3f", " dB"),
     Metric(EVAL, "ssim", "SSIM", "SSIM", ".4f"),
-    Metric(TRAIN, "final_kl", "final KL (nats)", "final KL", ".3g", " nats"),
+    Metric(TRAIN, "final_kl", "final KL (nats)", "final KL", "#.3g", " nats"),
     Metric(EVAL, "baseline_psnr", "copy baseline (dB)", "copy baseline PSNR", ".3f", " dB"),
 )
 STYLES = ("-", "--", "-.", ":")
@@ -75,7 +75,7 @@ def exp_show(args: list[str], repo: Path | None = None) -> list[dict]:
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no message)"]
-        raise UserError(f"dvc exp show {' '.join(args)}: {lines[-1]}")
+        raise UserError(" ".join(["dvc exp show", *args]) + ": " + lines[-1].removeprefix("ERROR: "))
     return json.loads(result.stdout)
 
 
@@ -230,11 +230,11 @@ def markdown(summary: pd.DataFrame, runs: Runs) -> str:
         2 + len(METRICS))  # the number, the params; n, seeds and the metrics
     lines = [table.to_markdown(index=False, disable_numparse=True, colalign=align), "",
              f"Mean ± sd over the seeds of each setting (sample standard deviation). {RULE}"]
-    lines += ["", "Differences beyond the seed spread:", ""] + [
-        f"- {_pairs_line(summary, m)}" for m in METRICS if m.key in JUDGED]
     single = [f"#{k}" for k in summary.index[summary["n"] < 2]]
-    if single and len(single) < len(summary):
-        lines += ["", f"One seed only, not judged: {', '.join(single)}."]
+    unjudged = f" ({', '.join(single)}: one seed, not judged)" if 0 < len(single) < len(summary) \
+        else ""
+    lines += ["", f"Differences beyond the seed spread{unjudged}:", ""] + [
+        f"- {_pairs_line(summary, m)}" for m in METRICS if m.key in JUDGED]
     if runs.notes:
         lines += ["", "Not compared: " + "; ".join(runs.notes) + "."]
     return "\n".join(lines) + "\n"

@@ -138,12 +138,12 @@ def test_compare_command_on_a_swept_project(swept, tmp_path):
             assert summary.at[k, f"{key}_mean"] == pytest.approx(statistics.mean(mine[key]))
             assert summary.at[k, f"{key}_sd"] == pytest.approx(statistics.stdev(mine[key]),
                                                                abs=1e-12)
-    row = next(line for line in table.splitlines() if line.startswith("| 1 "))
+    row = next(line for line in table.splitlines() if line.split("|")[1:2] == ["   1 "])
     assert "25.015 ± 0.007" in row and "0.8150 ± 0.0071" in row and "21.000 ± 0.000" in row
 
     # The rule: PSNR and KL apart by far more than the spread, SSIM by less (0.004 < 2 x 0.0071).
     assert "- test PSNR: #2 − #1 = +1.000 dB" in table
-    assert "- final KL: #2 − #1 = +1 nats" in table
+    assert "- final KL: #2 − #1 = +1.00 nats" in table
     assert "- SSIM: none" in table
     assert compare.RULE in table
 
@@ -199,7 +199,7 @@ def test_settings_are_the_params_that_differ_for_any_param():
     for note in ("1 queued", ": q", "1 still running: r", "1 failed", ": f", "newer experiment: old"):
         assert note in notes
     text = compare.markdown(summary, runs)
-    assert "One seed only, not judged: #2, #3." in text and "- test PSNR: none" in text
+    assert "seed spread (#2, #3: one seed, not judged):" in text and "- test PSNR: none" in text
 
 
 def test_one_seed_each_cannot_be_judged():
