@@ -75,7 +75,8 @@ def exp_show(args: list[str], repo: Path | None = None) -> list[dict]:
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no message)"]
-        raise UserError(" ".join(["dvc exp show", *args]) + ": " + lines[-1].removeprefix("ERROR: "))
+        message = lines[-1].removeprefix("ERROR: ")
+        raise UserError(" ".join(["dvc exp show", *args]) + f": {message}")
     return json.loads(result.stdout)
 
 
@@ -138,7 +139,8 @@ def _left_out(found: list[dict]) -> list[str]:
         names = [e["experiment"] for e in found if e["state"] == state]
         if names:
             notes.append(f"{len(names)} {reason}: {', '.join(names)}")
-    unread = [e["experiment"] for e in found if e["state"] == "success" and not e["metrics"].get(EVAL)]
+    unread = [e["experiment"] for e in found
+              if e["state"] == "success" and not e["metrics"].get(EVAL)]
     if unread:
         notes.append(f"{len(unread)} without {EVAL}: {', '.join(unread)}")
     return notes
@@ -193,7 +195,8 @@ def summarise(runs: Runs) -> pd.DataFrame:
     """One row per setting (indexed by its number): the setting's params, n, the seeds, and
     each metric's mean and sample standard deviation (n - 1) over the seeds."""
     grouped = runs.table.groupby("setting")
-    summary = grouped[runs.params].first() if runs.params else pd.DataFrame(index=grouped.size().index)
+    summary = (grouped[runs.params].first() if runs.params
+               else pd.DataFrame(index=grouped.size().index))
     summary["n"] = grouped.size()
     summary["seeds"] = grouped[SEED].agg(lambda s: ", ".join(str(v) for v in sorted(s)))
     for m in METRICS:

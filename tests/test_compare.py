@@ -194,9 +194,11 @@ def test_settings_are_the_params_that_differ_for_any_param():
     summary = compare.summarise(runs)
     assert list(summary[["model.prior", "train.kl.type", "n"]].itertuples(index=False)) == [
         ("fixed", "None", 2), ("learned", "Cyclical", 1), ("learned", "None", 1)]
-    assert summary.at[1, "psnr_mean"] == pytest.approx(26.1)  # "old" repeats seed 2: the newer counts
+    # "old" repeats setting 1's seed 2: the newer run counts.
+    assert summary.at[1, "psnr_mean"] == pytest.approx(26.1)
     notes = " ".join(runs.notes)
-    for note in ("1 queued", ": q", "1 still running: r", "1 failed", ": f", "newer experiment: old"):
+    for note in ("1 queued", ": q", "1 still running: r", "1 failed", ": f",
+                 "newer experiment: old"):
         assert note in notes
     text = compare.markdown(summary, runs)
     assert "seed spread (#2, #3: one seed, not judged):" in text and "- test PSNR: none" in text
