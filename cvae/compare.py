@@ -93,8 +93,9 @@ def read_runs(shown: list[dict], names: list[str] = ()) -> Runs:
     notes = _left_out(found)
     done = [e for e in found if e["state"] == "success" and e["metrics"].get(EVAL)]
     if not done:
-        raise UserError("no finished experiment to compare" + (f" ({'; '.join(notes)})" if notes
-                                                               else ""))
+        raise UserError("no finished experiment to compare: " + ("; ".join(notes) if notes else
+                        "dvc exp show lists none for these commits (README, \"Comparing "
+                        "strategies\", has the sweep)"))
     table, params = _table(done)
     if SEED not in table:
         raise UserError(f"the experiments have no {SEED} in params.yaml: the seed is what the "

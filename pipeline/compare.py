@@ -17,8 +17,9 @@ from pipeline._cli import run
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.compare",
+                                     description=__doc__.split("Usage:")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help="only these experiments (names or commits); default: all")
     parser.add_argument("--rev", action="append", default=[], metavar="COMMIT",
@@ -28,7 +29,7 @@ def _arguments() -> argparse.Namespace:
                         help="experiments of the last NUM commits (as `dvc exp show -n`)")
     parser.add_argument("-A", "--all-commits", action="store_true",
                         help="experiments of every commit (as `dvc exp show -A`)")
-    parser.add_argument("--out", type=Path, default=Path("reports/compare"),
+    parser.add_argument("--out", type=Path, default=Path("reports/compare"), metavar="DIR",
                         help="folder for compare.md, compare.tsv, compare.png "
                              "(default: reports/compare)")
     return parser.parse_args()
