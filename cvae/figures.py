@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 CONDITIONING = (40, 170, 60)  # frame border: a true frame (given, or the ground truth)
 PREDICTED = (210, 50, 50)  # frame border: a frame the model predicted
 SCALE = 2  # GIF and grid pixels per frame pixel
-MAX_WIDTH = 690  # px, every image of the report: two revisions side by side fit in 1400 px
+MAX_WIDTH = 680  # px, every image of the report: two revisions side by side fit in 1400 px
 FIGURE_WIDTH = 6.8  # inches at DPI: the matplotlib figures are 680 px wide
 DPI = 100
 TEXT_SIZE = 13  # px, the text of GIFs and grids
@@ -242,44 +242,54 @@ class Sheet:
 
 
 LINE = TEXT_SIZE + 5  # px between lines of text
-GAP = 2  # px between columns of tiles
+MEASURE = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # measures text
 
 
-def draw_sheet(sheet: Sheet, rows: list[tuple[str, list[Image.Image]]]) -> Image.Image:
-    """The title, the colour key, the notes and the column headers, then one row of tiles per
-    (label, tiles); the labels ("" for none) in a strip on the left."""
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # to measure text
-    label_width = max(draw.textlength(text, font=font())
-                      for text in [sheet.corner, *(label for label, _ in rows)])
-    strip = int(label_width) + 6 if label_width else 0
-    tile_w, tile_h = rows[0][1][0].size
-    tiles_width = strip + len(sheet.headers) * (tile_w + GAP) - GAP
-    key_width = sum(draw.textlength(text, font=font()) + 34 for _, text in sheet.key)
-    text_width = max([draw.textlength(sheet.title, font=font(TEXT_SIZE + 2, bold=True)), key_width,
-                      *(draw.textlength(note, font=font()) for note in sheet.notes)])
-    header_lines = max(header.count("\n") + 1 for header in sheet.headers)
-    top = 6 + LINE + 4 + LINE * (1 + len(sheet.notes)) + 4 + LINE * header_lines
-    height = top + len(rows) * (tile_h + GAP) - GAP
-    canvas = Image.new("RGB", (max(tiles_width, int(text_width) + 12), height), "white")
-    draw = ImageDraw.Draw(canvas)
+def _heading_height(sheet: Sheet) -> int:
+    return 6 + LINE + 4 + LINE * (1 + len(sheet.notes)) + 4
+
+
+def _heading_width(sheet: Sheet) -> int:
+    key = sum(MEASURE.textlength(text, font=font()) + 34 for _, text in sheet.key)
+    lines = [MEASURE.textlength(sheet.title, font=font(TEXT_SIZE + 2, bold=True)), key,
+             *(MEASURE.textlength(note, font=font()) for note in sheet.notes)]
+    return int(max(lines)) + 12
+
+
+def _write_heading(draw: ImageDraw.ImageDraw, sheet: Sheet) -> None:
+    """The title, the colour key (a swatch framed as the tiles are, then its meaning), notes."""
     draw.text((6, 6), sheet.title, fill="black", font=font(TEXT_SIZE + 2, bold=True))
     x, y = 6, 6 + LINE + 4
-    for colour, text in sheet.key:  # a swatch framed as the tiles are, then its meaning
+    for colour, text in sheet.key:
         draw.rectangle((x, y + 1, x + 15, y + 15), outline=colour, width=3)
         draw.text((x + 21, y), text, fill="black", font=font())
         x += 34 + draw.textlength(text, font=font())
     for k, note in enumerate(sheet.notes):
         draw.text((6, y + LINE * (k + 1)), note, fill="black", font=font())
-    y = top - LINE * header_lines
+
+
+def draw_sheet(sheet: Sheet, rows: list[tuple[str, list[Image.Image]]]) -> Image.Image:
+    """The heading and the column headers, then one row of tiles per (label, tiles), the
+    labels ("" for none) in a strip on the left. No gaps: the tiles' borders part them."""
+    labels = [sheet.corner, *(label for label, _ in rows)]
+    strip = int(max(MEASURE.textlength(text, font=font()) for text in labels))
+    strip += 4 if strip else 0
+    tile_w, tile_h = rows[0][1][0].size
+    header_lines = max(header.count("\n") + 1 for header in sheet.headers)
+    top = _heading_height(sheet) + LINE * header_lines
+    width = max(strip + len(sheet.headers) * tile_w, _heading_width(sheet))
+    canvas = Image.new("RGB", (width, top + len(rows) * tile_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    _write_heading(draw, sheet)
     if sheet.corner:
-        draw.text((strip - 4, top - 4), sheet.corner, fill="black", font=font(), anchor="rd")
+        draw.text((strip - 2, top - 4), sheet.corner, fill="black", font=font(), anchor="rd")
     for column, header in enumerate(sheet.headers):
-        draw.multiline_text((strip + column * (tile_w + GAP) + 2, y), header, fill="black",
-                            font=font(), spacing=5)
+        draw.multiline_text((strip + column * tile_w + 2, top - LINE * header_lines), header,
+                            fill="black", font=font(), spacing=5)
     for row, (label, tiles) in enumerate(rows):
-        y = top + row * (tile_h + GAP)
+        y = top + row * tile_h
         if label:
-            draw.text((strip - 4, y + tile_h // 2), label, fill="black", font=font(), anchor="rm")
+            draw.text((strip - 2, y + tile_h // 2), label, fill="black", font=font(), anchor="rm")
         for column, tile in enumerate(tiles):
-            canvas.paste(tile, (strip + column * (tile_w + GAP), y))
+            canvas.paste(tile, (strip + column * tile_w, y))
     return canvas

@@ -28,11 +28,13 @@ PAGE = """<!DOCTYPE html>
 VENDORED_SCRIPTS
 <style>
   body { font-family: sans-serif; margin: 6px; }
-  /* Image plots: one box per revision, side by side. DVC's inline margins and borders are
-     trimmed so that two revisions of a 690 px image fit in a 1400 px window. */
-  div[style*="nowrap"] { border: none !important; }
-  div[style*="nowrap"] > div { margin: 0 2px !important; border: none !important; }
-  div[style*="nowrap"] p { margin: 4px 0; }
+  /* Image plots: the revisions side by side, 6 px apart. DVC's inline margins, borders and the
+     spaces between its boxes are dropped, so that two revisions of a 680 px image fit in a
+     1400 px window (with its scroll bar); a third one wraps. */
+  div[style*="nowrap"] { display: flex; flex-wrap: wrap; column-gap: 6px; border: none !important; }
+  div[style*="nowrap"] > p { flex-basis: 100%; margin: 8px 0 0 0; }
+  div[style*="nowrap"] > div { margin: 0 !important; border: none !important; }
+  div[style*="nowrap"] > div > p { margin: 4px 0; }
 </style>
 </head>
 <body>
