@@ -134,46 +134,57 @@ def _plain_log_ticks(ax) -> None:
     ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
 
 
+def _loss_and_kl(loss, kl, steps: pd.DataFrame, train_metrics: dict) -> None:
+    """Log axes: the KL of a collapsed posterior, near 0, shows as such."""
+    _per_step(loss, steps, "loss", "tab:blue")
+    loss.set(title="loss = MSE + β·KL", yscale="log",
+             ylabel="per sequence (log)\nMSE summed over steps")
+    _per_step(kl, steps, "kl", "tab:purple")
+    if train_metrics["final_kl_per_step"] > 0:  # the threshold, in nats per sequence
+        per_sequence = train_metrics["final_kl"] / train_metrics["final_kl_per_step"]
+        kl.axhline(COLLAPSED_BELOW * per_sequence, color="black", ls="--", lw=1,
+                   label=f"collapsed below ({COLLAPSED_BELOW} nats/step)")
+    kl.set(title="KL to the prior", yscale="log",
+           ylabel="nats per sequence (log), summed\nover latent dims and steps")
+    for ax in (loss, kl):
+        ax.set_xlabel("optimiser step")
+        _plain_log_ticks(ax)
+        ax.legend()
+
+
+def _schedules(beta, tfr, steps: pd.DataFrame) -> None:
+    """One axis each: beta (~1e-4) drawn beside tfr (0..1) would be a flat line at 0."""
+    beta.plot(steps["step"], steps["beta"], color="tab:red")
+    beta.set(title="KL weight β (annealing)", ylabel="β (no unit)", xlabel="optimiser step")
+    beta.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2e-05
+    tfr.plot(steps["step"], steps["tfr"], color="tab:orange")
+    tfr.set(title="teacher forcing ratio", ylabel="P(true previous frame fed)",
+            xlabel="optimiser step", ylim=(-0.05, 1.05))
+
+
+def _validation(psnr, ssim, epochs: pd.DataFrame, baseline: str) -> None:
+    psnr.plot(epochs["epoch"], epochs["val_psnr"], marker="o", ms=3, color="tab:blue",
+              label="model")
+    psnr.plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", color="tab:gray",
+              label=baseline)
+    psnr.set(title="validation PSNR", ylabel="PSNR per image (dB)", xlabel="epoch (from 0)")
+    psnr.legend()
+    ssim.plot(epochs["epoch"], epochs["val_ssim"], marker="o", ms=3, color="tab:blue")
+    ssim.set(title="validation SSIM (model)", ylabel="SSIM (no unit, at most 1)",
+             xlabel="epoch (from 0)")
+
+
 def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, train_metrics: dict, out: Path,
                     baseline: str = "copy last frame") -> None:
-    """Six panels, one quantity each, 680 px wide; the loss and the KL on log axes, where a
-    collapse of the KL (to near 0) shows."""
+    """Six panels, one quantity each, 680 px wide: loss, KL, beta, tfr (per step), validation
+    PSNR and SSIM (per epoch)."""
     with plt.rc_context({"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8}):
         fig, ((loss, kl), (beta, tfr), (psnr, ssim)) = plt.subplots(
             3, 2, figsize=(FIGURE_WIDTH, 7.6), dpi=DPI)
-        _per_step(loss, steps, "loss", "tab:blue")
-        loss.set(title="loss = MSE + β·KL", yscale="log",
-                 ylabel="per sequence (log)\nMSE summed over steps")
-        _per_step(kl, steps, "kl", "tab:purple")
-        if train_metrics["final_kl_per_step"] > 0:  # the threshold, in nats per sequence
-            per_sequence = train_metrics["final_kl"] / train_metrics["final_kl_per_step"]
-            kl.axhline(COLLAPSED_BELOW * per_sequence, color="black", ls="--", lw=1,
-                       label=f"collapsed below ({COLLAPSED_BELOW} nats/step)")
-        kl.set(title="KL to the prior", yscale="log",
-               ylabel="nats per sequence (log), summed\nover latent dims and steps")
-        beta.plot(steps["step"], steps["beta"], color="tab:red")
-        beta.set(title="KL weight β (annealing)", ylabel="β (no unit)")
-        beta.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2e-05
-        tfr.plot(steps["step"], steps["tfr"], color="tab:orange")
-        tfr.set(title="teacher forcing ratio", ylabel="P(true previous frame fed)",
-                ylim=(-0.05, 1.05))
-        psnr.plot(epochs["epoch"], epochs["val_psnr"], marker="o", ms=3, color="tab:blue",
-                  label="model")
-        psnr.plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", color="tab:gray",
-                  label=baseline)
-        psnr.set(title="validation PSNR", ylabel="PSNR per image (dB)")
-        ssim.plot(epochs["epoch"], epochs["val_ssim"], marker="o", ms=3, color="tab:blue",
-                  label="model")
-        ssim.set(title="validation SSIM (model)", ylabel="SSIM (no unit, at most 1)")
-        for ax in (loss, kl, beta, tfr):
-            ax.set_xlabel("optimiser step")
-        for ax in (psnr, ssim):
-            ax.set_xlabel("epoch (from 0)")
-        for ax in (loss, kl):
-            _plain_log_ticks(ax)
-        for ax in (loss, kl, psnr):
-            ax.legend()
-        for ax in (loss, kl, beta, tfr, psnr, ssim):
+        _loss_and_kl(loss, kl, steps, train_metrics)
+        _schedules(beta, tfr, steps)
+        _validation(psnr, ssim, epochs, baseline)
+        for ax in fig.axes:
             ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out)
