@@ -89,8 +89,8 @@ def kl_sentence(train_metrics: dict) -> str:
                "against the mean of the samples.")
     return (f"Final KL (the last epoch's mean): {train_metrics['final_kl']:.4g} nats per training "
             f"sequence, {train_metrics['final_kl_per_step']:.4g} nats per step (summed over the "
-            f"latent dimensions). {verdict} The rule: the posterior has collapsed when the final KL "
-            f"is below {COLLAPSED_BELOW} nats per step.")
+            f"latent dimensions). {verdict} The rule: the posterior has collapsed when the final "
+            f"KL is below {COLLAPSED_BELOW} nats per step.")
 
 
 def figures_markdown(sequence: int, moving: str) -> list[str]:

@@ -5,13 +5,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvae.figures import COLLAPSED_BELOW, MAX_WIDTH, ReportInputs, per_frame_plot
+from cvae.figures import COLLAPSED_BELOW, ReportInputs, font, per_frame_plot
 from cvae.tracks.dance import report as dance_report
 from cvae.tracks.robot import report as robot_report
 
 COLLAPSED = {"epochs": 3, "steps": 60, "best_val_psnr": 24.0, "best_epoch": 2, "device": "cpu",
              "processes": 1, "final_kl": 0.033, "final_kl_per_step": 0.003}
 INFORMATIVE = {**COLLAPSED, "final_kl": 11.9, "final_kl_per_step": 1.08}
+WIDEST = 680  # px: two revisions side by side, with the plots page's margins, in 1400 px
 PSNR_COLUMNS = ["psnr", "psnr_best", "posterior_psnr", "baseline_psnr", "psnr_moving",
                 "psnr_moving_best", "posterior_psnr_moving", "baseline_psnr_moving"]
 
@@ -45,7 +46,7 @@ def _frames(rng, *shape):
 
 def _check_sizes(out, gif_frames):
     for path in [*out.glob("*.png"), *out.glob("*.gif"), *out.glob("gifs/*.gif")]:
-        assert Image.open(path).width <= MAX_WIDTH, path.name
+        assert Image.open(path).width <= WIDEST, path.name
     assert Image.open(out / "training_curves.png").height <= 800
     assert Image.open(out / "prediction.gif").n_frames == gif_frames
     assert [p.name for p in sorted((out / "gifs").iterdir())] == ["sequence-0.gif",
@@ -64,6 +65,7 @@ def test_the_robot_report_fits_two_revisions_in_1400_px(tmp_path):
     _check_sizes(tmp_path, gif_frames=12)
     grid = Image.open(tmp_path / "prediction_grid.png")
     assert grid.height > 12 * (2 * 64)  # one row per time step, each frame shown twice its size
+    assert font().path.endswith("DejaVuSans.ttf")  # the labels' TrueType font, not a bitmap
     summary = (tmp_path / "summary.md").read_text()
     assert "| copy last frame | 20.00 | 20.00 | – | 0.7000 | – |" in summary  # moving pixels
     for figure in ("training_curves.png", "per_frame_psnr.png", "prediction_grid.png",
@@ -112,4 +114,4 @@ def test_the_per_frame_plot_draws_what_the_table_holds(tmp_path):
     per_frame_plot(_per_frame(np.random.default_rng(0), range(2, 12)), tmp_path / "new.png",
                    baseline="copy", title="t", moving="m")
     old, new = Image.open(tmp_path / "old.png"), Image.open(tmp_path / "new.png")
-    assert old.width == new.width <= MAX_WIDTH and old.height < new.height
+    assert old.width == new.width <= WIDEST and old.height < new.height

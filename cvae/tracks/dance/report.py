@@ -53,7 +53,7 @@ def sequence_gif(columns, sheet: Sheet, fps: int, out: Path) -> None:
 def sequence_grid(columns, sheet: Sheet, out: Path) -> None:
     """A PNG: GRID_ROWS evenly spaced time steps down the page, one column per GIF column."""
     steps = np.linspace(0, len(columns[-1][1]) - 1, GRID_ROWS).round().astype(int)
-    rows = [(str(t), _tiles(columns, t)) for t in dict.fromkeys(steps)]  # short rollouts: no repeats
+    rows = [(str(t), _tiles(columns, t)) for t in dict.fromkeys(steps)]  # short: no repeats
     grid_sheet = Sheet(sheet.title, sheet.key, sheet.notes, sheet.headers, corner="t")
     draw_sheet(grid_sheet, rows).save(out)
 

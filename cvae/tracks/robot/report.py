@@ -41,7 +41,8 @@ def _sheet(views, sequence: int, metrics: dict) -> Sheet:
         key=[(CONDITIONING, f"true frame (t < {n_past} given to the model)"),
              (PREDICTED, "predicted")],
         notes=[f"{shown} of {n} prior samples shown.",
-               "The posterior infers z from the true future: an upper reference, not a prediction."],
+               "The posterior infers z from the true future: an upper reference, not a "
+               "prediction."],
         headers=[header for header, _ in views])
 
 
@@ -99,7 +100,8 @@ def summary_markdown(metrics: dict, train_metrics: dict, sequence: int) -> str:
         "SVG's SSIM is the one of its published numbers (old scikit-image defaults: 7x7 uniform "
         "window, data range 2; higher).",
         "",
-        "| predictor | PSNR | PSNR, moving pixels | PSNR (SVG, per channel) | SSIM | SSIM (SVG's) |",
+        "| predictor | PSNR | PSNR, moving pixels | PSNR (SVG, per channel) | SSIM "
+        "| SSIM (SVG's) |",
         "|---|---|---|---|---|---|",
         *["| " + " | ".join([name, *(cell(k, f) for k, f in zip(keys, formats))]) + " |"
           for name, *keys in rows if keys[0] in metrics],
