@@ -1,4 +1,7 @@
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,10 @@ from cvae.config import ModelConfig
 from cvae.data import bair, lab4_folders
 from cvae.data.raw import MANIFEST
 from cvae.data.prepare import prepare
+
+# Stage commands (`python -m pipeline...`) and DVC's queue worker (`dvc`) are found on PATH:
+# make them this interpreter's, so the suite tests this environment also when it is not activated.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(autouse=True)

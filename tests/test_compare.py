@@ -57,10 +57,8 @@ IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
 
 
 def _dvc(root: Path, *args: str) -> str:
-    # The queue's worker runs `dvc` from PATH: this interpreter's, also when not activated.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True,
-                            text=True, env={**os.environ, **IDENTITY, "PATH": path})
+                            text=True, env={**os.environ, **IDENTITY})
     assert result.returncode == 0, result.stderr
     return result.stdout
 
