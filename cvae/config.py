@@ -107,6 +107,10 @@ class DanceModelConfig:
     N_dim: int = 4
     D_out_dim: int = 32
     residual: bool = True  # the generator outputs the change to the first frame (course: False)
+    # With residual: the generator paints a frame and a mask, and the prediction is the first
+    # frame where the mask is 0, the painting where it is 1 (it starts near 0); false: it adds
+    # a change to the first frame (clamped to [0, 1])
+    composite: bool = True
     # The first frame's features join the fusion at every step: what the residual changes, so
     # the first frame's dancer can be erased (course: False)
     sees_first: bool = True

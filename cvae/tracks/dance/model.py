@@ -38,6 +38,9 @@ from torch import nn
 from cvae.config import DanceModelConfig
 
 
+MASK_START = -5.0  # logit of the composite's mask at initialisation: 0.7% painted
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions with batch norm and a shortcut (1x1 where the width changes)."""
 
@@ -100,10 +103,14 @@ class DanceCVAE(nn.Module):
         self.fusion = nn.Sequential(
             ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim + context, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
-        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, channels * cfg.patch ** 2, 1)
+        # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
+        out_channels = channels + 1 if cfg.residual and cfg.composite else channels
+        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, out_channels * cfg.patch ** 2, 1)
         if cfg.residual:
             nn.init.zeros_(to_rgb.weight)
             nn.init.zeros_(to_rgb.bias)
+            if cfg.composite:  # the mask starts near 0: the first frame, almost exactly
+                nn.init.constant_(to_rgb.bias[channels * cfg.patch ** 2:], MASK_START)
         self.generator = nn.Sequential(
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
             ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
@@ -126,4 +133,7 @@ class DanceCVAE(nn.Module):
         label t's and z_t (and, with `residual`, the first frame, which the output changes)."""
         fused = self.fusion(torch.cat([previous_features, label_features, z, context], 1))
         out = self.generator(fused)
+        if self.cfg.residual and self.cfg.composite:
+            painted, mask = out[:, :-1].sigmoid(), out[:, -1:].sigmoid()
+            return torch.lerp(first, painted, mask)
         return (first + out).clamp(0, 1) if self.cfg.residual else out
