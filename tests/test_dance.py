@@ -174,6 +174,16 @@ def test_an_untrained_residual_model_copies_the_first_frame(cfg):
     assert not torch.equal(out, frames[0].expand_as(out))
 
 
+def test_the_composite_mask_picks_the_painting_over_the_first_frame():
+    model = DanceCVAE(TINY).eval()
+    to_rgb = model.generator[2]  # zero weights: its biases alone say what is painted and where
+    frames, labels = _batch()
+    with torch.no_grad():
+        to_rgb.bias[3] = 20.0  # the mask's logit: the painting everywhere
+        preds = generate(model, frames[0], labels, lambda t, f: torch.zeros(2, *model.latent_shape))
+    torch.testing.assert_close(preds, torch.full_like(preds, 0.5))  # sigmoid(0), not the first
+
+
 @pytest.mark.parametrize("cfg", VARIANTS)
 def test_the_autoregressive_rollout_feeds_its_predictions_and_trains(cfg):
     model = DanceCVAE(cfg)
