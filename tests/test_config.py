@@ -92,3 +92,12 @@ def test_bad_params_files_are_named(tmp_path, text, message):
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "presets").glob("*.yaml")))
+def test_every_preset_loads_over_the_shipped_params(preset):
+    from pipeline.preset import merge
+    from cvae.config import read_yaml
+
+    merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / f"{preset}.yaml"))
+    assert isinstance(parse(Params, merged), Params)
