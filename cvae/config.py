@@ -107,9 +107,24 @@ class DanceModelConfig:
     N_dim: int = 4
     D_out_dim: int = 32
     residual: bool = True  # the generator outputs the change to the first frame (course: False)
+    # With residual: the generator paints a frame and a mask, and the prediction is the first
+    # frame where the mask is 0, the painting where it is 1 (it starts near 0); false: it adds
+    # a change to the first frame (clamped to [0, 1])
+    composite: bool = True
+    # The first frame's features join the fusion at every step: what the residual changes, so
+    # the first frame's dancer can be erased (course: False)
+    sees_first: bool = True
+    # Channels of a per-sequence appearance code (attention pooling over the first frame and
+    # label: background and costume colours) broadcast into the fusion; 0 = none (the course's)
+    appearance_dim: int = 16
+    # Every module works on maps of 1/patch the frame's size, each patch x patch block of pixels
+    # stacked into channels (lossless): patch^2 times less work, twice the reach; 1 = the course
+    patch: int = 1
 
     def check(self):
         _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")
+        _require(self.appearance_dim >= 0, "model.dance.appearance_dim", "must be 0 or more")
+        _positive(self, "patch", prefix="model.dance")
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,12 @@ def test_every_preset_loads_over_the_shipped_params(preset):
 
     merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / f"{preset}.yaml"))
     assert isinstance(parse(Params, merged), Params)
+
+
+def test_the_committed_dance_results_ran_the_dance_preset():
+    """results/dance-preset/ backs the README's dance numbers: its params are the preset's."""
+    from pipeline.preset import merge
+    from cvae.config import read_yaml
+
+    merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / "dance.yaml"))
+    assert parse(Params, read_yaml(REPO / "results/dance-preset/params.yaml")) == parse(Params, merged)

@@ -1,5 +1,6 @@
 """The dance track: sim-dance rendering and labels, the course's folders, the model's rollouts,
 the long-rollout evaluation, the submission CSV, and every stage on a tiny sample."""
+import dataclasses
 import json
 import re
 
@@ -21,6 +22,11 @@ from cvae.tracks.dance.submission import read_submission, write_submission
 from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_run
 
 TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
+# The model's variants: ours (first frame, appearance code, composite), on 2x2 patches, with an
+# added change instead of the composite, and the course's inputs (previous frame, label, z)
+ADDED = dataclasses.replace(TINY, composite=False)
+VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
+            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0)]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -135,39 +141,57 @@ def _batch(T=5, B=2):
     return torch.rand(T, B, 3, 32, 64), torch.rand(T, B, 3, 32, 64)
 
 
-def test_teacher_forced_batches_equal_the_step_by_step_rollout():
-    model = DanceCVAE(TINY).eval()
+@pytest.mark.parametrize("cfg", VARIANTS)
+def test_teacher_forced_batches_equal_the_step_by_step_rollout(cfg):
+    model = DanceCVAE(cfg).eval()
     frames, labels = _batch()
     torch.manual_seed(2)
     out = rollout(model, frames, labels, teacher_forcing=True)
     torch.manual_seed(2)
     z = torch.randn(4, *out.mu.shape[1:]).view(4, 2, *model.latent_shape)
     mu, logvar = out.mu.view_as(z), out.logvar.view_as(z)
+    context = model.context(model.frame_encoder(frames[0]), model.label_encoder(labels[0]))
     for t in range(1, 5):
-        step = model.predict(frames[0], model.frame_encoder(frames[t - 1]),
+        step = model.predict(frames[0], context, model.frame_encoder(frames[t - 1]),
                              model.label_encoder(labels[t]),
                              mu[t - 1] + torch.exp(0.5 * logvar[t - 1]) * z[t - 1])
         torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
 
 
-def test_an_untrained_residual_model_copies_the_first_frame():
-    model = DanceCVAE(TINY).eval()
+@pytest.mark.parametrize("cfg", VARIANTS)
+def test_an_untrained_residual_model_copies_the_first_frame(cfg):
+    model = DanceCVAE(cfg).eval()
     frames, labels = _batch()
     with torch.no_grad():
         preds = generate(model, frames[0], labels, lambda t, f: torch.randn(2, *model.latent_shape))
-    assert torch.equal(preds, frames[0].expand_as(preds))
+    if cfg.composite:  # the mask starts at sigmoid(MASK_START), not 0: the first frame, almost
+        torch.testing.assert_close(preds, frames[0].expand_as(preds), atol=0.004, rtol=0)
+    else:
+        assert torch.equal(preds, frames[0].expand_as(preds))
     course = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, residual=False))
     with torch.no_grad():
         out = generate(course.eval(), frames[0], labels, lambda t, f: torch.zeros(2, 2, 32, 64))
     assert not torch.equal(out, frames[0].expand_as(out))
 
 
-def test_the_autoregressive_rollout_feeds_its_predictions_and_trains():
-    model = DanceCVAE(TINY)
+def test_the_composite_mask_picks_the_painting_over_the_first_frame():
+    model = DanceCVAE(TINY).eval()
+    to_rgb = model.generator[2]  # zero weights: its biases alone say what is painted and where
+    frames, labels = _batch()
+    with torch.no_grad():
+        to_rgb.bias[3] = 20.0  # the mask's logit: the painting everywhere
+        preds = generate(model, frames[0], labels, lambda t, f: torch.zeros(2, *model.latent_shape))
+    torch.testing.assert_close(preds, torch.full_like(preds, 0.5))  # sigmoid(0), not the first
+
+
+@pytest.mark.parametrize("cfg", VARIANTS)
+def test_the_autoregressive_rollout_feeds_its_predictions_and_trains(cfg):
+    model = DanceCVAE(cfg)
     frames, labels = _batch()
     out = rollout(model, frames, labels, teacher_forcing=False)
     assert out.frames.shape == (4, 2, 3, 32, 64)
     assert out.mu.shape == (4, 2, model.latent_size)
+    assert model.latent_shape == (2, 32 // cfg.patch, 64 // cfg.patch)
     loss = ((out.frames - frames[1:]) ** 2).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.frame_encoder.parameters())
@@ -175,11 +199,46 @@ def test_the_autoregressive_rollout_feeds_its_predictions_and_trains():
         rollout(model, frames, labels, 2, teacher_forcing=True)
 
 
+def _change_from_the_first_frame(cfg) -> torch.Tensor:
+    """Where (columns, (64,) bool) a prediction from the same previous frame, label and z
+    changes when only the first frame's left 8 columns differ (without the residual, through
+    which the first frame reaches the output directly)."""
+    torch.manual_seed(3)
+    model = DanceCVAE(dataclasses.replace(cfg, residual=False)).eval()
+    frames, labels = _batch()
+    other = frames[0].clone()
+    other[..., :8] = 0.5
+    z = torch.zeros(2, *model.latent_shape)
+    with torch.no_grad():
+        a, b = (model.predict(first, model.context(model.frame_encoder(first),
+                                                    model.label_encoder(labels[0])),
+                              model.frame_encoder(frames[1]), model.label_encoder(labels[2]), z)
+                for first in (frames[0], other))
+    return (a - b).abs().amax(dim=(0, 1, 2)) > 1e-6
+
+
+def test_the_fusion_sees_the_first_frame_and_its_appearance_only_when_asked():
+    """The course's inputs cannot tell where the first frame's dancer stood (what the residual
+    must erase); `sees_first` can, near where it changed; the appearance code, everywhere."""
+    small = dict(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
+    course = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False,
+                                                           appearance_dim=0))
+    assert not course.any()
+    first = _change_from_the_first_frame(DanceModelConfig(**small, appearance_dim=0))
+    assert first[:8].all() and not first[40:].any()  # convolutions reach a few pixels
+    code = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False))
+    assert code.all()
+    appearance = DanceCVAE(DanceModelConfig(**small)).appearance
+    out = appearance(torch.rand(2, 12, 32, 64))
+    assert out.shape == (2, 16, 32, 64)
+    assert torch.equal(out, out[..., :1, :1].expand_as(out))  # one code for every pixel
+
+
 # --- evaluation and submission ------------------------------------------------------------------
 
 def test_the_rollout_protocol_scores_every_frame_beside_copying_the_first(dance_shards):
     shards, seqs = dance_shards
-    model = DanceCVAE(TINY)
+    model = DanceCVAE(ADDED)
     split = Split(shards, "test")
     scores, predictions = evaluate_dance(model, split, batch_size=1, device=torch.device("cpu"),
                                          seed=0, samples=3, keep=2)

@@ -10,6 +10,7 @@ from torch import nn
 
 from cvae.config import EvalConfig, Params, TrainConfig
 from cvae.data.shards import Split
+from cvae.errors import UserError
 from cvae.samples import TestOutputs
 from cvae.tracks.dance import evaluation
 from cvae.tracks.dance.model import DanceCVAE
@@ -18,6 +19,10 @@ from cvae.tracks.dance.rollout import rollout as training_rollout  # noqa: F401
 
 def build_model(params: Params, meta: dict) -> DanceCVAE:
     channels, *size = meta["frame_shape"][1:]
+    patch = params.model.dance.patch
+    if any(n % patch for n in size):
+        raise UserError(f"model.dance.patch: {patch} does not divide the frames' size "
+                        f"{size[0]} x {size[1]}")
     return DanceCVAE(params.model.dance, channels, tuple(size))
 
 

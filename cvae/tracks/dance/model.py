@@ -15,6 +15,16 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
                    a previous-frame residual drifted to saturation within 600 frames).
                    `residual: false` is the course's generator: the frame itself, via a sigmoid.
 
+Two inputs beyond the course's, both computed once per sequence from its first frame (and first
+label), join the fusion's input at every step:
+  first frame      its features (`sees_first`): what the residual changes. Without them the
+                   model cannot know where the first frame's dancer stands, so it cannot erase
+                   it (a faded copy stays: the "ghost").
+  appearance code  (`appearance_dim` > 0) attention pooling over the first frame's and label's
+                   features, broadcast to every pixel: the background and costume colours, so
+                   that a limb can be painted far from where the first frame shows it and
+                   without copying the (blurring) previous prediction.
+
 Frame t is predicted from frame t-1 (the truth under teacher forcing, else the prediction),
 label t and z_t; the rollout is in `cvae.tracks.dance.rollout`.
 """
@@ -26,6 +36,9 @@ import torch
 from torch import nn
 
 from cvae.config import DanceModelConfig
+
+
+MASK_START = -5.0  # logit of the composite's mask at initialisation: 0.7% painted
 
 
 class ResidualBlock(nn.Module):
@@ -44,11 +57,32 @@ class ResidualBlock(nn.Module):
         return self.act(self.body(x) + self.shortcut(x))
 
 
-def encoder(cin: int, cout: int) -> nn.Sequential:
-    """Image -> `cout` feature maps of the same size: widening residual blocks."""
+def encoder(cin: int, cout: int, patch: int = 1) -> nn.Sequential:
+    """Image -> `cout` feature maps of 1/`patch` its size: each patch x patch block of pixels
+    stacked into channels (lossless: a 1-pixel line keeps its place), then widening residual
+    blocks."""
     mid = max(cout // 2, 8)
-    return nn.Sequential(ResidualBlock(cin, mid), ResidualBlock(mid, cout),
-                         nn.Conv2d(cout, cout, 3, padding=1))
+    return nn.Sequential(nn.PixelUnshuffle(patch), ResidualBlock(cin * patch ** 2, mid),
+                         ResidualBlock(mid, cout), nn.Conv2d(cout, cout, 3, padding=1))
+
+
+class AppearanceCode(nn.Module):
+    """Per-sequence code (B, dim, H, W) from feature maps (B, cin, H, W): `heads` softmax
+    weightings over the pixels (e.g. one on the legs, found through the label's features), each
+    averaging its share of `dim` value channels, then broadcast back over the image."""
+
+    def __init__(self, cin: int, dim: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads if dim % heads == 0 else 1
+        self.logits = nn.Conv2d(cin, self.heads, 1)
+        self.values = nn.Conv2d(cin, dim, 1)
+
+    def forward(self, features):
+        B, _, H, W = features.shape
+        weights = self.logits(features).flatten(2).softmax(-1)  # (B, heads, H*W)
+        values = self.values(features).flatten(2).unflatten(1, (self.heads, -1))  # (B, heads, d, H*W)
+        code = (values * weights.unsqueeze(2)).sum(-1).flatten(1)  # (B, dim)
+        return code[:, :, None, None].expand(B, -1, H, W)
 
 
 class DanceCVAE(nn.Module):
@@ -57,30 +91,49 @@ class DanceCVAE(nn.Module):
     def __init__(self, cfg: DanceModelConfig, channels: int = 3, size: tuple = (32, 64)):
         super().__init__()
         self.cfg = cfg
-        self.latent_shape = (cfg.N_dim, *size)
+        self.latent_shape = (cfg.N_dim, *(n // cfg.patch for n in size))
         self.latent_size = math.prod(self.latent_shape)  # z_t flattened, as the loss sees it
-        self.frame_encoder = encoder(channels, cfg.F_dim)
-        self.label_encoder = encoder(channels, cfg.L_dim)
+        self.frame_encoder = encoder(channels, cfg.F_dim, cfg.patch)
+        self.label_encoder = encoder(channels, cfg.L_dim, cfg.patch)
         self.posterior_net = nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim),
                                            nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1))
+        if cfg.appearance_dim:
+            self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
+        context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
         self.fusion = nn.Sequential(
-            ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim, cfg.D_out_dim),
+            ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim + context, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
-        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, channels, 1)
+        # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
+        out_channels = channels + 1 if cfg.residual and cfg.composite else channels
+        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, out_channels * cfg.patch ** 2, 1)
         if cfg.residual:
             nn.init.zeros_(to_rgb.weight)
             nn.init.zeros_(to_rgb.bias)
+            if cfg.composite:  # the mask starts near 0: the first frame, almost exactly
+                nn.init.constant_(to_rgb.bias[channels * cfg.patch ** 2:], MASK_START)
         self.generator = nn.Sequential(
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
             ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
-            to_rgb, nn.Identity() if cfg.residual else nn.Sigmoid())
+            to_rgb, nn.PixelShuffle(cfg.patch), nn.Identity() if cfg.residual else nn.Sigmoid())
 
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return self.posterior_net(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
 
-    def predict(self, first, previous_features, label_features, z):
-        """Frame t (B, C, H, W) from frame t-1's features, label t's and z_t (and, with
-        `residual`, the sequence's first frame, which the output changes)."""
-        out = self.generator(self.fusion(torch.cat([previous_features, label_features, z], 1)))
+    def context(self, first_features, first_label_features):
+        """What the sequence's first frame tells every step, (B, context channels, H, W): its
+        features and/or the appearance code (no channels with neither option)."""
+        parts = [first_features] if self.cfg.sees_first else []
+        if self.cfg.appearance_dim:
+            parts.append(self.appearance(torch.cat([first_features, first_label_features], 1)))
+        return torch.cat(parts, 1) if parts else first_features[:, :0]
+
+    def predict(self, first, context, previous_features, label_features, z):
+        """Frame t (B, C, H, W) from the sequence's context (`context`), frame t-1's features,
+        label t's and z_t (and, with `residual`, the first frame, which the output changes)."""
+        fused = self.fusion(torch.cat([previous_features, label_features, z, context], 1))
+        out = self.generator(fused)
+        if self.cfg.residual and self.cfg.composite:
+            painted, mask = out[:, :-1].sigmoid(), out[:, -1:].sigmoid()
+            return torch.lerp(first, painted, mask)
         return (first + out).clamp(0, 1) if self.cfg.residual else out

@@ -5,9 +5,10 @@ t-1 is the truth for t = 1 and under teacher forcing, else the model's own predi
 training z_t comes from the posterior on the true frame t and label t; at test time from the
 prior N(0, I) (or, as an upper reference, still from the posterior).
 
-Nothing carries state from step to step but the fed frame (and the first frame, which the
-residual generator changes), so under teacher forcing every step is known up front and the
-whole clip runs as one batch; only the autoregressive path loops.
+Nothing carries state from step to step but the fed frame (and the first frame: the residual
+generator changes it, and its features and appearance code are the sequence's context), so
+under teacher forcing every step is known up front and the whole clip runs as one batch; only
+the autoregressive path loops.
 """
 from __future__ import annotations
 
@@ -28,18 +29,21 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
         raise ValueError("the dance model conditions on one frame: n_past must be 1")
     T, B = frames.shape[:2]
     frame_features = _batched(model.frame_encoder, frames)  # (T, B, F, H, W)
-    label_features = _batched(model.label_encoder, labels[1:])  # (T-1, B, L, H, W)
+    all_label_features = _batched(model.label_encoder, labels)  # (T, B, L, H, W)
+    label_features = all_label_features[1:]
+    context = model.context(frame_features[0], all_label_features[0])  # (B, context, H, W)
     mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
     first = frames[0]
     if teacher_forcing:
         predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
+                                       context.expand(T - 1, *context.shape),
                                        frame_features[:-1], label_features, z)
     else:
         fed_features, outputs = frame_features[0], []
         for t in range(T - 1):
-            outputs.append(model.predict(first, fed_features, label_features[t], z[t]))
+            outputs.append(model.predict(first, context, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
                 fed_features = model.frame_encoder(outputs[-1])
         predictions = torch.stack(outputs)
@@ -55,9 +59,11 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
     z_t (B, N_dim, H, W): a prior draw, or the posterior's on the true frame. One step at a time
     (labels are encoded as they are needed), so memory does not grow with the sequence."""
     fed_features, outputs = model.frame_encoder(first), []
+    context = model.context(fed_features, model.label_encoder(labels[0]))
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
-        outputs.append(model.predict(first, fed_features, label_features, latent(t, label_features)))
+        outputs.append(model.predict(first, context, fed_features, label_features,
+                                     latent(t, label_features)))
         if t < labels.shape[0] - 1:
             fed_features = model.frame_encoder(outputs[-1])
     return torch.stack(outputs)
@@ -68,7 +74,7 @@ def _batched(module, x: torch.Tensor) -> torch.Tensor:
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
-def _batched_predict(model, first, fed_features, label_features, z) -> torch.Tensor:
-    T, B = first.shape[:2]
-    return model.predict(*(x.flatten(0, 1) for x in (first, fed_features, label_features, z))
-                         ).unflatten(0, (T, B))
+def _batched_predict(model, *inputs) -> torch.Tensor:
+    """`model.predict` on inputs (T, B, ...) as one batch of T*B steps."""
+    T, B = inputs[0].shape[:2]
+    return model.predict(*(x.flatten(0, 1) for x in inputs)).unflatten(0, (T, B))
