@@ -134,6 +134,8 @@ class DanceCVAE(nn.Module):
         fused = self.fusion(torch.cat([previous_features, label_features, z, context], 1))
         out = self.generator(fused)
         if self.cfg.residual and self.cfg.composite:
-            painted, mask = out[:, :-1].sigmoid(), out[:, -1:].sigmoid()
+            # In the first frame's dtype: under bf16 autocast the generator's output is bf16,
+            # and lerp does not promote (a no-op in fp32)
+            painted, mask = (x.sigmoid().to(first.dtype) for x in (out[:, :-1], out[:, -1:]))
             return torch.lerp(first, painted, mask)
         return (first + out).clamp(0, 1) if self.cfg.residual else out
