@@ -315,10 +315,11 @@ def figure(summary: pd.DataFrame, runs: Runs, epochs: pd.DataFrame, steps: pd.Da
         # Dashes as well as colours: settings whose curves coincide (a shared schedule) stay
         # visible one over the other.
         style = {"color": colours((k - 1) % colours.N), "ls": STYLES[(k - 1) % len(STYLES)]}
-        for ax, data, x, y, title, xlabel in panels:
-            line = _band(ax, data[data["setting"] == k], x, y, style)
-            ax.set(title=title, xlabel=xlabel)
-        handles.append(line)
+        lines = [_band(ax, data[data["setting"] == k], x, y, style)
+                 for ax, data, x, y, _, _ in panels]
+        handles.append(lines[0])
+    for ax, _, _, _, title, xlabel in panels:
+        ax.set(title=title, xlabel=xlabel)
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1, 0].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     baseline = epochs.groupby("epoch")["val_baseline_psnr"].mean()
