@@ -120,6 +120,10 @@ class DanceModelConfig:
     # Every module works on maps of 1/patch the frame's size, each patch x patch block of pixels
     # stacked into channels (lossless): patch^2 times less work, twice the reach; 1 = the course
     patch: int = 1
+    # fixed: z_t ~ N(0, I), the course's | learned: a Gaussian whose mean and variance a network
+    # reads from the fed frame t-1 and label t (as SVG-LP's prior reads x_{t-1}), so that a
+    # posterior far from N(0, I) (a small KL weight) still has prior draws like its own
+    prior: Literal["fixed", "learned"] = "fixed"
 
     def check(self):
         _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")

@@ -25,8 +25,9 @@ TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 # The model's variants: ours (first frame, appearance code, composite), on 2x2 patches, with an
 # added change instead of the composite, and the course's inputs (previous frame, label, z)
 ADDED = dataclasses.replace(TINY, composite=False)
+LEARNED = dataclasses.replace(TINY, prior="learned")
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
-            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0)]
+            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -158,19 +159,56 @@ def test_teacher_forced_batches_equal_the_step_by_step_rollout(cfg):
         torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
 
 
+def test_the_learned_prior_starts_as_n01_and_reads_the_fed_frame_and_the_label():
+    model = DanceCVAE(LEARNED)
+    frames, labels = _batch()
+    out = rollout(model, frames, labels, teacher_forcing=False)
+    assert torch.equal(out.prior_mu, torch.zeros_like(out.mu))
+    assert torch.equal(out.prior_logvar, torch.zeros_like(out.mu))
+    torch.nn.init.normal_(model.prior_net[-1].weight, std=0.1)
+    model.eval()
+    for teacher_forcing in (True, False):
+        out = rollout(model, frames, labels, teacher_forcing=teacher_forcing)
+        for t in range(1, 5):
+            fed = frames[t - 1] if teacher_forcing or t == 1 else out.frames[t - 2]
+            mu, logvar = model.prior(model.frame_encoder(fed), model.label_encoder(labels[t]))
+            torch.testing.assert_close(out.prior_mu[t - 1], mu.flatten(1), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(out.prior_logvar[t - 1], logvar.flatten(1),
+                                       atol=1e-5, rtol=1e-5)
+    fixed = rollout(DanceCVAE(TINY), frames, labels, teacher_forcing=True)
+    assert not fixed.prior_mu.any() and not fixed.prior_logvar.any()
+
+
+def test_test_time_draws_come_from_the_learned_prior(dance_shards):
+    """A prior whose mean is 3 with almost no spread: every z the evaluation draws is 3 (with
+    the fixed prior, z is the standard normal draw itself)."""
+    shards, _ = dance_shards
+    model = DanceCVAE(dataclasses.replace(LEARNED, F_dim=4, L_dim=4)).eval()
+    bias = model.prior_net[-1].bias
+    with torch.no_grad():
+        bias[:2], bias[2:] = 3.0, -30.0  # mu = 3, logvar = -30
+    seen = []
+    predict = model.predict
+    model.predict = lambda *args: seen.append(args[-1]) or predict(*args)
+    evaluate_dance(model, Split(shards, "test"), batch_size=2, device=torch.device("cpu"),
+                   seed=0, samples=2, posterior=False)
+    z = torch.cat([x.flatten() for x in seen])
+    torch.testing.assert_close(z, torch.full_like(z, 3.0), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("cfg", VARIANTS)
 def test_an_untrained_residual_model_copies_the_first_frame(cfg):
     model = DanceCVAE(cfg).eval()
     frames, labels = _batch()
     with torch.no_grad():
-        preds = generate(model, frames[0], labels, lambda t, f: torch.randn(2, *model.latent_shape))
+        preds = generate(model, frames[0], labels, lambda t, fed, f: torch.randn(2, *model.latent_shape))
     if cfg.composite:  # the mask starts at sigmoid(MASK_START), not 0: the first frame, almost
         torch.testing.assert_close(preds, frames[0].expand_as(preds), atol=0.004, rtol=0)
     else:
         assert torch.equal(preds, frames[0].expand_as(preds))
     course = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, residual=False))
     with torch.no_grad():
-        out = generate(course.eval(), frames[0], labels, lambda t, f: torch.zeros(2, 2, 32, 64))
+        out = generate(course.eval(), frames[0], labels, lambda t, fed, f: torch.zeros(2, 2, 32, 64))
     assert not torch.equal(out, frames[0].expand_as(out))
 
 
@@ -180,7 +218,7 @@ def test_the_composite_mask_picks_the_painting_over_the_first_frame():
     frames, labels = _batch()
     with torch.no_grad():
         to_rgb.bias[3] = 20.0  # the mask's logit: the painting everywhere
-        preds = generate(model, frames[0], labels, lambda t, f: torch.zeros(2, *model.latent_shape))
+        preds = generate(model, frames[0], labels, lambda t, fed, f: torch.zeros(2, *model.latent_shape))
     torch.testing.assert_close(preds, torch.full_like(preds, 0.5))  # sigmoid(0), not the first
 
 

@@ -1,6 +1,6 @@
 """The dance track's test protocol (the 2024 lab's): from each sequence's first frame and all of
 its labels, predict every other frame, the model fed only its own predictions and z drawn from
-the prior; score every predicted frame (PSNR per image, DESIGN.md section 2) beside the
+the prior (N(0, I), or the learned prior on what each step is fed); score every predicted frame (PSNR per image, DESIGN.md section 2) beside the
 copy-first-frame baseline.
 
 As on the robot track, N prior samples per sequence run as one batch, scored as the mean over
@@ -99,8 +99,8 @@ def _sample(model, first, labels, noise: _PriorNoise, samples: int) -> torch.Ten
     """N prior samples of every sequence in one batched rollout: (N, T-1, B, C, H, W)."""
     B = first.shape[0]
 
-    def prior(t, label_features):
-        return noise.step().flatten(0, 1)  # z = eps under N(0, I)
+    def prior(t, fed_features, label_features):
+        return reparameterize(*model.prior(fed_features, label_features), noise.step().flatten(0, 1))
 
     preds = generate(model, tile_samples(first, samples, dim=0),
                      tile_samples(labels, samples, dim=1), prior)
@@ -110,7 +110,7 @@ def _sample(model, first, labels, noise: _PriorNoise, samples: int) -> torch.Ten
 def _posterior(model, frames, labels, noise: _PriorNoise) -> torch.Tensor:
     """The posterior reference: z_t from the true frame t and label t, predictions fed back,
     drawn with the draws `_sample` reserved."""
-    def latent(t, label_features):
+    def latent(t, fed_features, label_features):
         mu, logvar = model.posterior(model.frame_encoder(frames[t]), label_features)
         return reparameterize(mu, logvar, noise.reserved[t - 1])
 

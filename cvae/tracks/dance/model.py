@@ -4,7 +4,9 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
   frame encoder    RGB frame   -> F_dim channels   (the course's `frame_transformation`)
   label encoder    label image -> L_dim channels   (`label_transformation`)
   posterior        frame + label features -> mean and log-variance of z, N_dim channels per
-                   pixel (`Gaussian_Predictor`); the prior is N(0, I)
+                   pixel (`Gaussian_Predictor`)
+  prior            N(0, I), the course's; or (`prior: learned`) the same kind of network on
+                   the fed frame t-1's features and label t's, starting out as N(0, I)
   fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`)
   generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`); with
                    `residual` (our default) it outputs the change to the sequence's *first*
@@ -97,6 +99,11 @@ class DanceCVAE(nn.Module):
         self.label_encoder = encoder(channels, cfg.L_dim, cfg.patch)
         self.posterior_net = nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim),
                                            nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1))
+        if cfg.prior == "learned":
+            prior_out = nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1)
+            nn.init.zeros_(prior_out.weight)  # N(0, I) until training moves it
+            nn.init.zeros_(prior_out.bias)
+            self.prior_net = nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim), prior_out)
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
         context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
@@ -119,6 +126,14 @@ class DanceCVAE(nn.Module):
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return self.posterior_net(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
+
+    def prior(self, fed_features, label_features):
+        """(mu, logvar) of z_t's prior, each (B, N_dim, H, W), from the features of the frame
+        fed in (t-1) and of label t: zeros, N(0, I), for the fixed prior."""
+        if self.cfg.prior == "learned":
+            return self.prior_net(torch.cat([fed_features, label_features], 1)).chunk(2, dim=1)
+        zeros = fed_features.new_zeros(fed_features.shape[0], *self.latent_shape)
+        return zeros, zeros
 
     def context(self, first_features, first_label_features):
         """What the sequence's first frame tells every step, (B, context channels, H, W): its

@@ -3,7 +3,8 @@
 Step t (t >= 1) predicts frame t from the features of frame t-1, those of label t and z_t. Frame
 t-1 is the truth for t = 1 and under teacher forcing, else the model's own prediction. In
 training z_t comes from the posterior on the true frame t and label t; at test time from the
-prior N(0, I) (or, as an upper reference, still from the posterior).
+prior (or, as an upper reference, still from the posterior), which reads what the step is fed:
+frame t-1's features and label t's.
 
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
 generator changes it, and its features and appearance code are the sequence's context), so
@@ -24,7 +25,8 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
             teacher_forcing: bool) -> Rollout:
     """Training rollout of frames (T, B, C, H, W) with labels (T, B, C, H, W): predictions of
     frames 1..T-1 and the posterior's statistics, flattened per step to (T-1, B, latent_size)
-    so that `cvae.losses.sequence_loss` treats both tracks alike (the prior is N(0, I))."""
+    so that `cvae.losses.sequence_loss` treats both tracks alike, with the prior's statistics
+    on the frames fed (zeros for the fixed prior)."""
     if n_past != 1:
         raise ValueError("the dance model conditions on one frame: n_past must be 1")
     T, B = frames.shape[:2]
@@ -37,33 +39,37 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     z = reparameterize(mu, logvar)
     first = frames[0]
     if teacher_forcing:
+        fed = frame_features[:-1]
         predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
                                        context.expand(T - 1, *context.shape),
-                                       frame_features[:-1], label_features, z)
+                                       fed, label_features, z)
     else:
-        fed_features, outputs = frame_features[0], []
+        fed_features, outputs, fed = frame_features[0], [], []
         for t in range(T - 1):
+            fed.append(fed_features)
             outputs.append(model.predict(first, context, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
                 fed_features = model.frame_encoder(outputs[-1])
-        predictions = torch.stack(outputs)
-    flat_mu, flat_logvar = mu.flatten(2), logvar.flatten(2)
-    zeros = torch.zeros_like(flat_mu)
-    return Rollout(predictions, flat_mu, flat_logvar, zeros, zeros)
+        predictions, fed = torch.stack(outputs), torch.stack(fed)
+    prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
+        fed.flatten(0, 1), label_features.flatten(0, 1)))
+    return Rollout(predictions, mu.flatten(2), logvar.flatten(2),
+                   prior_mu.flatten(2), prior_logvar.flatten(2))
 
 
 def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
              latent: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The test protocol: frames 1..T-1 (T-1, B, C, H, W) from the first frame (B, C, H, W) and
-    every label (T, B, C, H, W), each prediction fed back. `latent(t, label_features)` gives
-    z_t (B, N_dim, H, W): a prior draw, or the posterior's on the true frame. One step at a time
+    every label (T, B, C, H, W), each prediction fed back. `latent(t, fed_features,
+    label_features)` gives z_t (B, N_dim, H, W) from what step t is fed: a prior draw, or the
+    posterior's on the true frame. One step at a time
     (labels are encoded as they are needed), so memory does not grow with the sequence."""
     fed_features, outputs = model.frame_encoder(first), []
     context = model.context(fed_features, model.label_encoder(labels[0]))
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
         outputs.append(model.predict(first, context, fed_features, label_features,
-                                     latent(t, label_features)))
+                                     latent(t, fed_features, label_features)))
         if t < labels.shape[0] - 1:
             fed_features = model.frame_encoder(outputs[-1])
     return torch.stack(outputs)
