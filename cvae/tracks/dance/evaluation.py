@@ -1,7 +1,7 @@
 """The dance track's test protocol (the 2024 lab's): from each sequence's first frame and all of
 its labels, predict every other frame, the model fed only its own predictions and z drawn from
-the prior (N(0, I), or the learned prior on what each step is fed); score every predicted frame (PSNR per image, DESIGN.md section 2) beside the
-copy-first-frame baseline.
+the prior (N(0, I), or the learned prior on what each step is fed); score every predicted frame
+(PSNR per image, DESIGN.md section 2) beside the copy-first-frame baseline.
 
 As on the robot track, N prior samples per sequence run as one batch, scored as the mean over
 samples and the best sample (by SSIM over the whole rollout), with the posterior (z inferred from

@@ -68,6 +68,17 @@ def encoder(cin: int, cout: int, patch: int = 1) -> nn.Sequential:
                          ResidualBlock(mid, cout), nn.Conv2d(cout, cout, 3, padding=1))
 
 
+def gaussian_head(cfg: DanceModelConfig) -> nn.Sequential:
+    """Frame and label features (F_dim + L_dim channels) -> the mean and log-variance maps of a
+    Gaussian over z (2 * N_dim channels): the posterior, and the learned prior."""
+    return nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim),
+                         nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1))
+
+
+def _statistics(head: nn.Sequential, frame_features, label_features):
+    return head(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
+
+
 class AppearanceCode(nn.Module):
     """Per-sequence code (B, dim, H, W) from feature maps (B, cin, H, W): `heads` softmax
     weightings over the pixels (e.g. one on the legs, found through the label's features), each
@@ -97,13 +108,11 @@ class DanceCVAE(nn.Module):
         self.latent_size = math.prod(self.latent_shape)  # z_t flattened, as the loss sees it
         self.frame_encoder = encoder(channels, cfg.F_dim, cfg.patch)
         self.label_encoder = encoder(channels, cfg.L_dim, cfg.patch)
-        self.posterior_net = nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim),
-                                           nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1))
+        self.posterior_net = gaussian_head(cfg)
         if cfg.prior == "learned":
-            prior_out = nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1)
-            nn.init.zeros_(prior_out.weight)  # N(0, I) until training moves it
-            nn.init.zeros_(prior_out.bias)
-            self.prior_net = nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim), prior_out)
+            self.prior_net = gaussian_head(cfg)
+            nn.init.zeros_(self.prior_net[-1].weight)  # N(0, I) until training moves it
+            nn.init.zeros_(self.prior_net[-1].bias)
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
         context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
@@ -125,13 +134,13 @@ class DanceCVAE(nn.Module):
 
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
-        return self.posterior_net(torch.cat([frame_features, label_features], 1)).chunk(2, dim=1)
+        return _statistics(self.posterior_net, frame_features, label_features)
 
     def prior(self, fed_features, label_features):
         """(mu, logvar) of z_t's prior, each (B, N_dim, H, W), from the features of the frame
         fed in (t-1) and of label t: zeros, N(0, I), for the fixed prior."""
         if self.cfg.prior == "learned":
-            return self.prior_net(torch.cat([fed_features, label_features], 1)).chunk(2, dim=1)
+            return _statistics(self.prior_net, fed_features, label_features)
         zeros = fed_features.new_zeros(fed_features.shape[0], *self.latent_shape)
         return zeros, zeros
 

@@ -39,31 +39,30 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     z = reparameterize(mu, logvar)
     first = frames[0]
     if teacher_forcing:
-        fed = frame_features[:-1]
         predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
                                        context.expand(T - 1, *context.shape),
-                                       fed, label_features, z)
+                                       frame_features[:-1], label_features, z)
+        prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
+            frame_features[:-1].flatten(0, 1), label_features.flatten(0, 1)))
     else:
-        fed_features, outputs, fed = frame_features[0], [], []
+        fed_features, outputs, priors = frame_features[0], [], []
         for t in range(T - 1):
-            fed.append(fed_features)
+            priors.append(model.prior(fed_features, label_features[t]))
             outputs.append(model.predict(first, context, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
                 fed_features = model.frame_encoder(outputs[-1])
-        predictions, fed = torch.stack(outputs), torch.stack(fed)
-    prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
-        fed.flatten(0, 1), label_features.flatten(0, 1)))
+        predictions = torch.stack(outputs)
+        prior_mu, prior_logvar = (torch.stack(s) for s in zip(*priors))
     return Rollout(predictions, mu.flatten(2), logvar.flatten(2),
                    prior_mu.flatten(2), prior_logvar.flatten(2))
 
-
 def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
-             latent: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+             latent: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The test protocol: frames 1..T-1 (T-1, B, C, H, W) from the first frame (B, C, H, W) and
     every label (T, B, C, H, W), each prediction fed back. `latent(t, fed_features,
     label_features)` gives z_t (B, N_dim, H, W) from what step t is fed: a prior draw, or the
-    posterior's on the true frame. One step at a time
-    (labels are encoded as they are needed), so memory does not grow with the sequence."""
+    posterior's on the true frame. One step at a time (labels are encoded as they are needed),
+    so memory does not grow with the sequence."""
     fed_features, outputs = model.frame_encoder(first), []
     context = model.context(fed_features, model.label_encoder(labels[0]))
     for t in range(1, labels.shape[0]):
