@@ -205,6 +205,8 @@ class TrainConfig:
     epochs: int = 20
     steps_per_epoch: int = 50
     lr: float = 2e-3
+    # constant: lr throughout | cosine: from lr down a half cosine towards 0 at the last step
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     log_every: int = 25  # steps between log lines
     compile: bool = False  # torch.compile the encoder and decoder

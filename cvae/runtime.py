@@ -136,9 +136,11 @@ class CheckpointError(UserError):
 
 def fingerprint(params: Params, meta: dict) -> str:
     """What a checkpoint must match to be resumed or evaluated: the model, the training settings
-    (except the number of epochs, so a run can be extended, and compilation, which changes no
-    number) and the exact data (the shards' checksums)."""
-    train = {k: v for k, v in asdict(params.train).items() if k not in ("epochs", "compile")}
+    (except compilation, which changes no number, and the number of epochs, so a run can be
+    extended, unless the cosine learning rate is stretched over them) and the exact data (the
+    shards' checksums)."""
+    free = ("compile",) if params.train.lr_schedule == "cosine" else ("epochs", "compile")
+    train = {k: v for k, v in asdict(params.train).items() if k not in free}
     blob = json.dumps([asdict(params.model), train, meta["shards"]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,10 +1,12 @@
-"""KL annealing and teacher forcing, as pure functions of the training clock.
+"""KL annealing, teacher forcing and the learning rate, as pure functions of the training clock.
 
 Both count from 0: epoch 0 is the first epoch, step 0 the first optimiser step.
 """
 from __future__ import annotations
 
-from cvae.config import KLConfig, TeacherForcingConfig
+import math
+
+from cvae.config import KLConfig, TeacherForcingConfig, TrainConfig
 
 
 def kl_beta(cfg: KLConfig, t: int) -> float:
@@ -29,3 +31,13 @@ def teacher_forcing_ratio(cfg: TeacherForcingConfig, epoch: int) -> float:
     never below `lower_bound`."""
     decays = max(0, epoch - cfg.start_decay_epoch + 1)
     return max(cfg.lower_bound, cfg.start - cfg.decay_step * decays)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """lr of optimiser step `step` (0 = the first). constant: `lr` throughout. cosine: half a
+    cosine from `lr` at step 0 towards 0 after the last step (epochs x steps_per_epoch steps),
+    lr / 2 halfway, so a short run still ends on small, settling updates."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    total = cfg.epochs * cfg.steps_per_epoch
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))

@@ -37,7 +37,7 @@ from cvae.runtime import (CheckpointError, autocast, fingerprint, init_distribut
                           load_checkpoint, precision, prepare_model, reuse_freed_memory,
                           runs_in_bf16, save_checkpoint, set_seed)
 from cvae.samples import to_model_conditions, to_model_frames
-from cvae.schedules import kl_beta, teacher_forcing_ratio
+from cvae.schedules import kl_beta, learning_rate, teacher_forcing_ratio
 
 STEP_COLUMNS = ["step", "epoch", "loss", "mse", "kl", "beta", "tfr", "teacher_forced", "sec_per_step"]
 EPOCH_COLUMNS = ["epoch", "step", "loss", "mse", "kl", "beta", "tfr", "val_psnr", "val_ssim",
@@ -154,6 +154,8 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
         for frames_u8, conds in bar:
             beta = kl_beta(cfg.kl, epoch if cfg.kl.unit == "epoch" else state["step"])
             teacher_forced = bool(torch.rand(1, generator=coins) < tfr)  # one coin per batch
+            for group in optimizer.param_groups:  # a function of the step, so resuming needs no state
+                group["lr"] = learning_rate(cfg, state["step"])
             try:
                 result = train_step(
                     objective, optimizer, to_model_frames(frames_u8, device),

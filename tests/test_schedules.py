@@ -1,7 +1,7 @@
 import pytest
 
-from cvae.config import KLConfig, TeacherForcingConfig
-from cvae.schedules import kl_beta, teacher_forcing_ratio
+from cvae.config import KLConfig, TeacherForcingConfig, TrainConfig
+from cvae.schedules import kl_beta, learning_rate, teacher_forcing_ratio
 
 
 def test_monotonic_ramps_once_then_stays():
@@ -40,3 +40,18 @@ def test_teacher_forcing_holds_then_decays_to_its_bound():
 def test_teacher_forcing_without_decay_is_constant():
     cfg = TeacherForcingConfig(start=0.5, decay_step=0.0, lower_bound=0.0)
     assert teacher_forcing_ratio(cfg, 100) == 0.5
+
+
+def test_cosine_learning_rate_falls_from_lr_through_half_to_near_zero():
+    cfg = TrainConfig(lr=0.004, lr_schedule="cosine", epochs=5, steps_per_epoch=20)  # 100 steps
+    rates = [learning_rate(cfg, step) for step in range(100)]
+    assert rates[0] == 0.004
+    assert rates[50] == pytest.approx(0.002)
+    assert rates[25] == pytest.approx(0.002 * (1 + 0.5 ** 0.5))  # cos(pi/4)
+    assert 0 < rates[99] < 0.004 * 1e-3  # the last step is small, but still a step
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_constant_learning_rate_ignores_the_clock():
+    cfg = TrainConfig(lr=0.003, epochs=5, steps_per_epoch=20)
+    assert {learning_rate(cfg, step) for step in (0, 50, 99, 10_000)} == {0.003}

@@ -13,6 +13,7 @@ import cvae.training as training
 from cvae.config import Params, parse
 from cvae.data.prepare import prepare
 from cvae.runtime import init_distributed, load_checkpoint
+from cvae.schedules import learning_rate
 from cvae.training import train
 from tests.conftest import write_random_raw
 
@@ -90,6 +91,22 @@ def test_other_settings_start_over(shards, tmp_path, capsys):
     assert "starting over" in capsys.readouterr().out
     assert summary["steps"] == 2
     assert len(_rows(tmp_path / "logs" / "steps.tsv")) == 2
+
+
+def test_the_cosine_learning_rate_reaches_the_optimiser_and_binds_the_epochs(shards, tmp_path,
+                                                                             capsys):
+    params = parse(Params, {**TINY, "train": {**TINY["train"], "lr_schedule": "cosine"}})
+    train(params, shards, tmp_path / "models", tmp_path / "logs")
+    optimiser = load_checkpoint(tmp_path / "models" / "last.pt")["optimizer"]
+    last_step = params.train.epochs * params.train.steps_per_epoch - 1
+    assert optimiser["param_groups"][0]["lr"] == pytest.approx(
+        learning_rate(params.train, last_step))
+    assert optimiser["param_groups"][0]["lr"] < params.train.lr / 2
+    # More epochs stretch the cosine: the run so far followed another curve, so it starts over.
+    longer = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=4))
+    summary = train(longer, shards, tmp_path / "models", tmp_path / "logs")
+    assert "starting over" in capsys.readouterr().out
+    assert summary["steps"] == 4 * params.train.steps_per_epoch
 
 
 def test_the_precision_setting_reaches_the_training_step(shards, tmp_path, capsys):
