@@ -114,6 +114,10 @@ class DanceModelConfig:
     # The first frame's features join the fusion at every step: what the residual changes, so
     # the first frame's dancer can be erased (course: False)
     sees_first: bool = True
+    # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
+    # first frame, label t and z_t alone, so a blurred prediction is never fed back and
+    # teacher forcing has nothing to act on
+    sees_previous: bool = True
     # Channels of a per-sequence appearance code (attention pooling over the first frame and
     # label: background and costume colours) broadcast into the fusion; 0 = none (the course's)
     appearance_dim: int = 16

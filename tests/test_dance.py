@@ -26,8 +26,9 @@ TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 # added change instead of the composite, and the course's inputs (previous frame, label, z)
 ADDED = dataclasses.replace(TINY, composite=False)
 LEARNED = dataclasses.replace(TINY, prior="learned")
+NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
-            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED]
+            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -235,6 +236,28 @@ def test_the_autoregressive_rollout_feeds_its_predictions_and_trains(cfg):
     assert all(p.grad is not None for p in model.frame_encoder.parameters())
     with pytest.raises(ValueError, match="n_past must be 1"):
         rollout(model, frames, labels, 2, teacher_forcing=True)
+
+
+def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_only():
+    frames, labels = _batch()
+    for cfg, fed_frame_matters in ((TINY, True), (NO_PREVIOUS, False)):
+        model = DanceCVAE(cfg).eval()
+        torch.manual_seed(4)
+        for module in (model.fusion, model.generator):  # away from the untrained copy
+            for weight in module.parameters():
+                weight.data.normal_(0, 0.3)
+        with torch.no_grad():
+            context = model.context(model.frame_encoder(frames[0]), model.label_encoder(labels[0]))
+            z = torch.randn(2, *model.latent_shape)
+            a, b = (model.predict(frames[0], context, model.frame_encoder(fed),
+                                  model.label_encoder(labels[2]), z) for fed in frames[1:3])
+            torch.manual_seed(2)
+            free = rollout(model, frames, labels, teacher_forcing=False).frames
+            torch.manual_seed(2)
+            forced = rollout(model, frames, labels, teacher_forcing=True).frames
+        assert (not torch.equal(a, b)) == fed_frame_matters
+        # Fed its own predictions or the truth: the same frames when nothing is fed.
+        assert torch.allclose(free, forced, atol=1e-5) == (not fed_frame_matters)
 
 
 def _change_from_the_first_frame(cfg) -> torch.Tensor:

@@ -7,7 +7,8 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
                    pixel (`Gaussian_Predictor`)
   prior            N(0, I), the course's; or (`prior: learned`) the same kind of network on
                    the fed frame t-1's features and label t's, starting out as N(0, I)
-  fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`)
+  fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`);
+                   without `sees_previous`, this label's + z (+ the first frame's context) only
   generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`); with
                    `residual` (our default) it outputs the change to the sequence's *first*
                    frame (the one given at test time), its last layer starting at zero: an
@@ -116,8 +117,9 @@ class DanceCVAE(nn.Module):
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
         context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
+        previous = cfg.F_dim if cfg.sees_previous else 0
         self.fusion = nn.Sequential(
-            ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim + context, cfg.D_out_dim),
+            ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
         # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
         out_channels = channels + 1 if cfg.residual and cfg.composite else channels
@@ -154,8 +156,10 @@ class DanceCVAE(nn.Module):
 
     def predict(self, first, context, previous_features, label_features, z):
         """Frame t (B, C, H, W) from the sequence's context (`context`), frame t-1's features,
-        label t's and z_t (and, with `residual`, the first frame, which the output changes)."""
-        fused = self.fusion(torch.cat([previous_features, label_features, z, context], 1))
+        label t's and z_t (and, with `residual`, the first frame, which the output changes).
+        Without `sees_previous`, frame t-1's features are not used."""
+        previous = [previous_features] if self.cfg.sees_previous else []
+        fused = self.fusion(torch.cat([*previous, label_features, z, context], 1))
         out = self.generator(fused)
         if self.cfg.residual and self.cfg.composite:
             # In the first frame's dtype: under bf16 autocast the generator's output is bf16,

@@ -9,7 +9,8 @@ frame t-1's features and label t's.
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
 generator changes it, and its features and appearance code are the sequence's context), so
 under teacher forcing every step is known up front and the whole clip runs as one batch; only
-the autoregressive path loops.
+the autoregressive path loops. A model that sees no previous frame (`sees_previous: false`, with
+the fixed prior) is fed nothing, so it always runs as one batch.
 """
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
     first = frames[0]
-    if teacher_forcing:
+    # A model that sees no previous frame (and whose prior reads none either) is fed nothing
+    # step to step: every step is known up front, with or without teacher forcing.
+    fed_nothing = not model.cfg.sees_previous and model.cfg.prior == "fixed"
+    if teacher_forcing or fed_nothing:
         predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
                                        context.expand(T - 1, *context.shape),
                                        frame_features[:-1], label_features, z)
