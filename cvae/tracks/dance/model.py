@@ -134,6 +134,12 @@ class DanceCVAE(nn.Module):
             ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
             to_rgb, nn.PixelShuffle(cfg.patch), nn.Identity() if cfg.residual else nn.Sigmoid())
 
+    @property
+    def reads_fed_frame(self) -> bool:
+        """Whether step t reads the frame fed in (t-1): through the fusion, or through the
+        learned prior. If not, a rollout need not encode its predictions to go on."""
+        return self.cfg.sees_previous or self.cfg.prior == "learned"
+
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return _statistics(self.posterior_net, frame_features, label_features)

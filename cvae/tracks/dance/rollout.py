@@ -9,8 +9,9 @@ frame t-1's features and label t's.
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
 generator changes it, and its features and appearance code are the sequence's context), so
 under teacher forcing every step is known up front and the whole clip runs as one batch; only
-the autoregressive path loops. A model that sees no previous frame (`sees_previous: false`, with
-the fixed prior) is fed nothing, so it always runs as one batch.
+the autoregressive path loops. A model that reads no fed frame (`sees_previous: false` with the
+fixed prior) always runs as one batch in training, and at test time does not encode its
+predictions.
 """
 from __future__ import annotations
 
@@ -39,10 +40,8 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
     first = frames[0]
-    # A model that sees no previous frame (and whose prior reads none either) is fed nothing
-    # step to step: every step is known up front, with or without teacher forcing.
-    fed_nothing = not model.cfg.sees_previous and model.cfg.prior == "fixed"
-    if teacher_forcing or fed_nothing:
+    # A model that reads no fed frame has every step known up front, teacher forcing or not.
+    if teacher_forcing or not model.reads_fed_frame:
         predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
                                        context.expand(T - 1, *context.shape),
                                        frame_features[:-1], label_features, z)
@@ -60,6 +59,7 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     return Rollout(predictions, mu.flatten(2), logvar.flatten(2),
                    prior_mu.flatten(2), prior_logvar.flatten(2))
 
+
 def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
              latent: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The test protocol: frames 1..T-1 (T-1, B, C, H, W) from the first frame (B, C, H, W) and
@@ -73,7 +73,7 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
         label_features = model.label_encoder(labels[t])
         outputs.append(model.predict(first, context, fed_features, label_features,
                                      latent(t, fed_features, label_features)))
-        if t < labels.shape[0] - 1:
+        if t < labels.shape[0] - 1 and model.reads_fed_frame:
             fed_features = model.frame_encoder(outputs[-1])
     return torch.stack(outputs)
 
