@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--device cuda] [--precision fp32] [--repeat 5] [--compile]
                                     [--shards shards] [--configs lab,default] [--lab-batch 64]
+                                    [--dance-configs preset,course]
 
 For the lab's sizes (width 1.0: 64..512 channels, g_dim 128, z_dim 64, LSTMs 256) and the CPU
 defaults of params.yaml, both at 64x64 with 2 conditioning + 10 predicted frames, and for
@@ -13,7 +14,8 @@ teacher forcing on (tfr 1) and off (tfr 0), it times
     bf16 autocast where `--precision` (default: train.precision) puts it, on CUDA fused Adam
     (and torch.compile with --compile),
 on the same random batch and initial weights; then best-of-100 sampling as one batch against a
-loop of 100 rollouts, and the dance model's step in fp32 against bf16. Whatever is compared is
+loop of 100 rollouts, and the dance model's step in fp32 against bf16 (at presets/dance.yaml's
+sizes, and on CUDA or with --dance-configs preset,course also the course's). Whatever is compared is
 timed in turns (a, b, a, b, ...) and each reported time is the median of its turns, so that a
 shared machine's drifts weigh on both sides alike.
 On CUDA it also reports peak memory and TFLOP/s against the bf16 peak (FLOPs counted once with
@@ -38,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from cvae.config import ModelConfig, load_params  # noqa: E402
+from cvae.config import DanceModelConfig, ModelConfig, load_params  # noqa: E402
 from cvae.data.batches import TrainBatches  # noqa: E402
 from cvae.runtime import precision, prepare_model, reuse_freed_memory, runs_in_bf16  # noqa: E402
 from cvae.samples import to_model_frames  # noqa: E402
@@ -53,6 +55,9 @@ from cvae.training import Objective, train_step  # noqa: E402
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
 N_PAST, N_FUTURE, SAMPLES = 2, 10, 100
 # Dense bf16 peaks from the vendors' data sheets, matched in order against the device name.
+# The dance model's sizes: presets/dance.yaml's (patch 2) and the course's (full resolution).
+DANCE = {"preset": DanceModelConfig(patch=2),
+         "course": DanceModelConfig(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192)}
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4,
                     "A100": 312.0, "L4": 121.0}
 
@@ -70,6 +75,9 @@ def main():
     parser.add_argument("--configs", default="lab,default", help="which sizes to time")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                         help="ours: as train.precision (default: params.yaml's)")
+    parser.add_argument("--dance-configs", default=None,
+                        help="dance sizes to time: preset,course (default: both on CUDA; on a "
+                             "CPU the preset's, as a course step takes minutes there)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -89,7 +97,9 @@ def main():
                 print(format_row(rows[-1]), flush=True)
         sampling = measure_sampling(defaults.model, 32 if cuda else 4, device)
         data = measure_data(defaults, device, args) if args.shards.exists() else None
-    dance = measure_dance_precision(defaults.model.dance, device, args.repeat)
+    dance_names = args.dance_configs or ("preset,course" if cuda else "preset")
+    dance = {name: measure_dance_precision(DANCE[name], device, args.repeat)
+             for name in dance_names.split(",")}
     report = {"device": device_name(device), "torch": torch.__version__,
               "python": platform.python_version(), "precision": args.precision,
               "ours_in": ours_in, "n_past": N_PAST, "n_future": N_FUTURE,
@@ -194,8 +204,9 @@ def count_flops(step) -> int:
 
 
 def measure_dance_precision(cfg, device, repeat: int) -> dict:
-    """The dance model's step (presets/dance.yaml's sizes: 8 clips of 1 + 15 frames of 32x64)
-    in fp32 and in bf16, teacher-forced and autoregressive: milliseconds per step."""
+    """The dance model's step at sizes `cfg` (presets/dance.yaml's batch: 8 clips of 1 + 15
+    frames of 32x64) in fp32 and in bf16, teacher-forced and autoregressive: milliseconds per
+    step."""
     frames, labels = (torch.rand(16, 8, 3, 32, 64, device=device) for _ in range(2))
     steps = {}
     for mode in ("fp32", "bf16"):
@@ -298,10 +309,10 @@ def print_report(report: dict):
     print(f"\nbest-of-{s['samples']} sampling, {s['sequences']} sequences: batched "
           f"{s['batched_samples_per_s']:.0f} samples/s, looped {s['looped_samples_per_s']:.0f} "
           f"samples/s, {s['speedup']:.1f}x")
-    d = report["dance_precision"]
-    print(f"dance step (8 x 16 frames, 32x64), ms: teacher-forced {d['fp32_tfr1_ms']:.0f} fp32, "
-          f"{d['bf16_tfr1_ms']:.0f} bf16; autoregressive {d['fp32_tfr0_ms']:.0f} fp32, "
-          f"{d['bf16_tfr0_ms']:.0f} bf16")
+    for name, d in report["dance_precision"].items():
+        print(f"dance step, {name} sizes (8 x 16 frames, 32x64), ms: teacher-forced "
+              f"{d['fp32_tfr1_ms']:.0f} fp32, {d['bf16_tfr1_ms']:.0f} bf16; autoregressive "
+              f"{d['fp32_tfr0_ms']:.0f} fp32, {d['bf16_tfr0_ms']:.0f} bf16")
     if report["data"]:
         d = report["data"]
         print(f"data (windows cut {d['windows_cut']}, batch {d['batch']}): step "

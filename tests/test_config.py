@@ -1,3 +1,5 @@
+import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -96,29 +98,57 @@ def test_bad_params_files_are_named(tmp_path, text, message):
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "presets").glob("*.yaml")))
 def test_every_preset_loads_over_the_shipped_params(preset):
+    assert isinstance(parse(Params, preset_tree(preset)), Params)
+
+
+def preset_tree(preset: str, changes: dict | None = None) -> dict:
+    """params.yaml with presets/<preset>.yaml and then `changes` merged over it."""
     from pipeline.preset import merge
     from cvae.config import read_yaml
 
     merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / f"{preset}.yaml"))
-    assert isinstance(parse(Params, merged), Params)
+    return merge(merged, changes or {})
+
+
+def committed_params(run: str) -> Params:
+    from cvae.config import read_yaml
+    return parse(Params, read_yaml(REPO / "results" / run / "params.yaml"))
 
 
 def test_the_committed_dance_results_ran_the_dance_preset():
     """results/dance-preset/ backs the README's dance numbers: its params are the preset's."""
-    from pipeline.preset import merge
-    from cvae.config import read_yaml
-
-    merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / "dance.yaml"))
-    assert parse(Params, read_yaml(REPO / "results/dance-preset/params.yaml")) == parse(Params, merged)
+    assert committed_params("dance-preset") == parse(Params, preset_tree("dance"))
 
 
 def test_the_committed_cosine_dance_run_is_the_preset_with_three_changes():
-    """results/dance-cosine30/ backs the README's best dance row: the preset, cosine lr, 30
+    """results/dance-cosine30/ backs the README's best CPU dance row: the preset, cosine lr, 30
     epochs, teacher forcing lowered by 0.05 an epoch, nothing else."""
-    from pipeline.preset import merge
-    from cvae.config import read_yaml
-
-    merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / "dance.yaml"))
     changes = {"train": {"lr_schedule": "cosine", "epochs": 30, "tfr": {"decay_step": 0.05}}}
-    assert parse(Params, read_yaml(REPO / "results/dance-cosine30/params.yaml")) == \
-        parse(Params, merge(merged, changes))
+    assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", changes))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_committed_gpu_dance_runs_are_the_gpu_preset_and_its_recipe_on_the_cpu_model(seed):
+    """results/dance-gpu/ backs the README's GPU rows: the course's sizes are presets/dance-gpu.yaml
+    with a seed; the preset-sizes runs are the same recipe with presets/dance.yaml's model."""
+    seeded = {"train": {"seed": seed}}
+    assert committed_params(f"dance-gpu/course-seed{seed}") == \
+        parse(Params, preset_tree("dance-gpu", seeded))
+    cpu_model = {"model": {"dance": preset_tree("dance")["model"]["dance"]}}
+    assert committed_params(f"dance-gpu/preset-sizes-seed{seed}") == \
+        parse(Params, preset_tree("dance-gpu", {**seeded, **cpu_model}))
+
+
+def test_the_committed_fp32_gpu_dance_run_is_the_gpu_preset_in_fp32():
+    assert committed_params("dance-gpu/course-fp32") == \
+        parse(Params, preset_tree("dance-gpu", {"train": {"precision": "fp32"}}))
+
+
+@pytest.mark.parametrize("group", ["course-seed", "preset-sizes-seed"])
+def test_the_readme_states_the_gpu_means_of_the_committed_runs(group):
+    """The README's mean ± sd of each three-seed GPU group is what its eval.json files give."""
+    psnr = [json.loads(p.read_text())["psnr"]
+            for p in sorted((REPO / "results/dance-gpu").glob(f"{group}*/eval.json"))]
+    assert len(psnr) == 3
+    stated = f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}"
+    assert stated in (REPO / "README.md").read_text()
