@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from cvae.config import DanceModelConfig, ModelConfig, load_params  # noqa: E402
+from cvae.config import ModelConfig, Params, load_params, parse  # noqa: E402
 from cvae.data.batches import TrainBatches  # noqa: E402
 from cvae.runtime import precision, prepare_model, reuse_freed_memory, runs_in_bf16  # noqa: E402
 from cvae.samples import to_model_frames  # noqa: E402
@@ -51,13 +51,13 @@ from cvae.tracks.robot.model import SVG  # noqa: E402
 from cvae.tracks.robot.reference import per_frame_rollout  # noqa: E402
 from cvae.tracks.robot.rollout import rollout  # noqa: E402
 from cvae.training import Objective, train_step  # noqa: E402
+from pipeline.preset import merged_tree  # noqa: E402
 
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
 N_PAST, N_FUTURE, SAMPLES = 2, 10, 100
+# The dance sizes timed: the CPU preset's (patch 2) and the course's (presets/dance-gpu.yaml).
+DANCE_PRESETS = {"preset": "dance", "course": "dance-gpu"}
 # Dense bf16 peaks from the vendors' data sheets, matched in order against the device name.
-# The dance model's sizes: presets/dance.yaml's (patch 2) and the course's (full resolution).
-DANCE = {"preset": DanceModelConfig(patch=2),
-         "course": DanceModelConfig(F_dim=128, L_dim=32, N_dim=12, D_out_dim=192)}
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4,
                     "A100": 312.0, "L4": 121.0}
 
@@ -98,7 +98,7 @@ def main():
         sampling = measure_sampling(defaults.model, 32 if cuda else 4, device)
         data = measure_data(defaults, device, args) if args.shards.exists() else None
     dance_names = args.dance_configs or ("preset,course" if cuda else "preset")
-    dance = {name: measure_dance_precision(DANCE[name], device, args.repeat)
+    dance = {name: measure_dance_precision(dance_model(name), device, args.repeat)
              for name in dance_names.split(",")}
     report = {"device": device_name(device), "torch": torch.__version__,
               "python": platform.python_version(), "precision": args.precision,
@@ -201,6 +201,12 @@ def count_flops(step) -> int:
     with counter:
         step()
     return counter.get_total_flops()
+
+
+def dance_model(name: str):
+    """The dance model config of DANCE_PRESETS[name] over params.yaml."""
+    tree = merged_tree(DANCE_PRESETS[name], REPO / "params.yaml")
+    return parse(Params, tree).model.dance
 
 
 def measure_dance_precision(cfg, device, repeat: int) -> dict:

@@ -28,6 +28,11 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def merged_tree(name: str, params: Path = Path("params.yaml")) -> dict:
+    """`params` with presets/<name>.yaml merged over it: the tree a run of the preset reads."""
+    return merge(read_yaml(params), read_yaml(PRESETS / f"{name}.yaml"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,11 +40,11 @@ def main():
     parser.add_argument("name", choices=names)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    preset = read_yaml(PRESETS / f"{args.name}.yaml")
     try:
-        parse(Params, merge(read_yaml(args.params), preset))
+        parse(Params, merged_tree(args.name, args.params))
     except ConfigError as error:
         sys.exit(f"presets/{args.name}.yaml: {error}")
+    preset = read_yaml(PRESETS / f"{args.name}.yaml")
     print(" ".join(f"-S {key}={value}" for key, value in flatten(preset).items()))
 
 

@@ -103,11 +103,9 @@ def test_every_preset_loads_over_the_shipped_params(preset):
 
 def preset_tree(preset: str, changes: dict | None = None) -> dict:
     """params.yaml with presets/<preset>.yaml and then `changes` merged over it."""
-    from pipeline.preset import merge
-    from cvae.config import read_yaml
+    from pipeline.preset import merge, merged_tree
 
-    merged = merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "presets" / f"{preset}.yaml"))
-    return merge(merged, changes or {})
+    return merge(merged_tree(preset, REPO / "params.yaml"), changes or {})
 
 
 def committed_params(run: str) -> Params:
