@@ -217,6 +217,9 @@ class TrainConfig:
     # bf16 autocast on CUDA only (auto), on CPUs too (bf16), or never (fp32).
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     loader_workers: int = 2  # DataLoader workers, for CUDA runs whose split does not fit on the GPU
+    # Dance track: a training window's frames after its first start 0..first_gap frames later
+    # (drawn per window), so that training sees the dancer far from where the first frame shows it.
+    first_gap: int = 0
     kl: KLConfig = field(default_factory=KLConfig)
     tfr: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
@@ -226,6 +229,7 @@ class TrainConfig:
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
         _require(self.loader_workers >= 0, "train.loader_workers", "must be >= 0")
+        _require(self.first_gap >= 0, "train.first_gap", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -270,9 +274,12 @@ class Params:
             # The dance protocol: one true frame, then labels only; eval rolls out whole sequences.
             clip = self.data.dance.train_vi_len
             _require(self.train.n_past == 1, "train.n_past", "must be 1 on the dance track")
-            _require(self.train.n_past + self.train.n_future <= clip, "train.n_future",
-                     f"n_past + n_future must fit in data.dance.train_vi_len ({clip})")
+            _require(self.train.n_past + self.train.n_future + self.train.first_gap <= clip,
+                     "train.n_future", "n_past + n_future + first_gap must fit in "
+                     f"data.dance.train_vi_len ({clip})")
         else:
+            _require(self.train.first_gap == 0, "train.first_gap",
+                     "must be 0 on the robot track (its given frames are consecutive)")
             window = self.data.seq_len
             for section in ("train", "eval"):
                 cfg = getattr(self, section)

@@ -134,13 +134,19 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or not this run's."""
 
 
+# Train settings added to the fingerprint's dict later, with their value that changes nothing.
+ADDED_LATER = {"first_gap": 0}
+
+
 def fingerprint(params: Params, meta: dict) -> str:
     """What a checkpoint must match to be resumed or evaluated: the model, the training settings
     (except compilation, which changes no number, and the number of epochs, so a run can be
     extended, unless the cosine learning rate is stretched over them) and the exact data (the
-    shards' checksums)."""
+    shards' checksums). A setting added after checkpoints were written is left out while it
+    has the value that behaves as before, so those checkpoints still match."""
     free = ("compile",) if params.train.lr_schedule == "cosine" else ("epochs", "compile")
-    train = {k: v for k, v in asdict(params.train).items() if k not in free}
+    train = {k: v for k, v in asdict(params.train).items()
+             if k not in free and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     blob = json.dumps([asdict(params.model), train, meta["shards"]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

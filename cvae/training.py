@@ -122,7 +122,7 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
                                  fused=device.type == "cuda")
     window = cfg.n_past + cfg.n_future
     batches = TrainBatches(shards_dir, cfg.batch_size, window, cfg.steps_per_epoch, cfg.seed,
-                           device, rank, cfg.loader_workers)
+                           device, rank, cfg.loader_workers, first_gap=cfg.first_gap)
     val_split = Split(shards_dir, "val")
     state = {"epoch": 0, "step": 0, "best_psnr": float("-inf"), "best_epoch": -1}
 

@@ -71,3 +71,40 @@ def test_seeded_generators_depend_on_every_key():
              for keys in [(1, 0), (1, 1), (2, 0), (1, 0, 1)]}
     assert len(set(draws.values())) == 4
     assert torch.rand(1, generator=seeded_generator(1, 0)).item() == draws[(1, 0)]
+
+
+@pytest.mark.parametrize("cut_by", ["shards", "device"])
+def test_a_first_gap_puts_the_first_frame_up_to_that_many_frames_before_the_rest(
+        shards, cut_by, device):
+    """`first_gap`: frame 0 of a window is frame s of its sequence, and frames 1.. are the
+    consecutive frames from s + g + 1, with g drawn from 0..first_gap, all inside the sequence."""
+    split = Split(shards, "train")
+    source = DeviceSplit(split, device) if cut_by == "device" else split
+    generator = torch.Generator(device if cut_by == "device" else "cpu").manual_seed(0)
+    frames, conds = source.random_windows(300, 3, generator, first_gap=4)
+    assert frames.shape == (300, 3, 3, 64, 64) and conds.shape == (300, 3, 7)
+    everything, every_cond = split.windows(np.arange(len(split)), np.zeros(len(split), int),
+                                           split.seq_len)
+    gaps = set()
+    for window, cond in zip(frames.cpu(), conds.cpu()):
+        index, start = _find(split, window[:1])
+        (rest_index, rest_start), = [(i, s) for i in range(len(split))
+                                     for s in range(start + 1, split.seq_len - 1)
+                                     if torch.equal(everything[i, s:s + 2], window[1:])]
+        assert rest_index == index and rest_start + 2 <= split.seq_len
+        gaps.add(rest_start - start - 1)
+        assert torch.allclose(cond[0], every_cond[index, start])  # conditions cut alike
+        assert torch.allclose(cond[1:], every_cond[index, rest_start:rest_start + 2])
+    assert gaps == {0, 1, 2, 3, 4}  # every gap comes up, none beyond first_gap
+
+
+def test_without_a_first_gap_windows_are_drawn_as_before(shards):
+    """first_gap 0 draws the same windows as the code before it existed (seeded runs and their
+    committed results stay reproducible): frames and conditions of consecutive frames."""
+    split = Split(shards, "train")
+    got = split.random_windows(16, 5, torch.Generator().manual_seed(3), first_gap=0)
+    generator = torch.Generator().manual_seed(3)
+    indices = torch.randint(len(split), (16,), generator=generator)
+    starts = torch.randint(split.seq_len - 5 + 1, (16,), generator=generator)
+    expected = split.windows(indices, starts, 5)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))

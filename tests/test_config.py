@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cvae.config import ConfigError, Params, load_params, parse
+from pipeline.preset import merge, merged_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,11 @@ def test_bad_choice_lists_the_choices():
     ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of"),
     ({"model": {"skips_from": "svg_code"}, "eval": {"n_past": 1}},
      r"eval\.n_past: must be >= 2 with model\.skips_from: svg_code"),
+    ({"train": {"first_gap": -1}}, r"train\.first_gap: must be >= 0"),
+    ({"train": {"first_gap": 2}}, r"train\.first_gap: must be 0 on the robot track"),
+    ({"data": {"source": "sim-dance", "dance": {"train_vi_len": 16}},
+      "train": {"n_past": 1, "n_future": 7, "first_gap": 9}},
+     r"train\.n_future: n_past \+ n_future \+ first_gap must fit in data\.dance\.train_vi_len \(16\)"),
 ])
 def test_bad_values_name_their_key(raw, key):
     with pytest.raises(ConfigError, match=key):
@@ -103,8 +109,6 @@ def test_every_preset_loads_over_the_shipped_params(preset):
 
 def preset_tree(preset: str, changes: dict | None = None) -> dict:
     """params.yaml with presets/<preset>.yaml and then `changes` merged over it."""
-    from pipeline.preset import merge, merged_tree
-
     return merge(merged_tree(preset, REPO / "params.yaml"), changes or {})
 
 
@@ -113,16 +117,39 @@ def committed_params(run: str) -> Params:
     return parse(Params, read_yaml(REPO / "results" / run / "params.yaml"))
 
 
-def test_the_committed_dance_results_ran_the_dance_preset():
+# presets/dance.yaml before `train.first_gap` (commit c2c0476): 16-frame clips, 15 predicted
+# frames, batches of 8, 12 epochs of 40 steps at a constant lr, teacher forcing -0.1 an epoch.
+SEVEN_MINUTE_DANCE = {"data": {"dance": {"train_vi_len": 16}},
+                      "train": {"lr_schedule": "constant", "n_future": 15, "first_gap": 0,
+                                "batch_size": 8, "epochs": 12, "steps_per_epoch": 40,
+                                "tfr": {"decay_step": 0.1}}}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_committed_dance_results_ran_the_dance_preset(seed):
     """results/dance-preset/ backs the README's dance numbers: its params are the preset's."""
-    assert committed_params("dance-preset") == parse(Params, preset_tree("dance"))
+    assert committed_params(f"dance-preset/seed{seed}") == \
+        parse(Params, preset_tree("dance", {"train": {"seed": seed}}))
 
 
-def test_the_committed_cosine_dance_run_is_the_preset_with_three_changes():
-    """results/dance-cosine30/ backs the README's best CPU dance row: the preset, cosine lr, 30
-    epochs, teacher forcing lowered by 0.05 an epoch, nothing else."""
-    changes = {"train": {"lr_schedule": "cosine", "epochs": 30, "tfr": {"decay_step": 0.05}}}
-    assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", changes))
+def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_changes():
+    """The README's earlier CPU rows: the 7-minute preset, its 30-epoch cosine variant, and
+    today's preset without the first frame's gap."""
+    assert committed_params("dance-preset-7min") == \
+        parse(Params, preset_tree("dance", SEVEN_MINUTE_DANCE))
+    cosine = merge(SEVEN_MINUTE_DANCE, {"train": {"lr_schedule": "cosine", "epochs": 30,
+                                                  "tfr": {"decay_step": 0.05}}})
+    assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", cosine))
+    assert committed_params("dance-preset-ablations/no-first-gap") == \
+        parse(Params, preset_tree("dance", {"train": {"first_gap": 0}}))
+
+
+def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs():
+    psnr = [json.loads(p.read_text())["psnr"]
+            for p in sorted((REPO / "results/dance-preset").glob("seed*/eval.json"))]
+    assert len(psnr) == 3
+    stated = f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}"
+    assert stated in (REPO / "README.md").read_text()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

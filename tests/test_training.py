@@ -12,7 +12,7 @@ import torch
 import cvae.training as training
 from cvae.config import Params, parse
 from cvae.data.prepare import prepare
-from cvae.runtime import init_distributed, load_checkpoint
+from cvae.runtime import fingerprint, init_distributed, load_checkpoint
 from cvae.schedules import learning_rate
 from cvae.training import train
 from tests.conftest import write_random_raw
@@ -293,3 +293,16 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(runtime.shutil, "disk_usage", usage(10**9))
     with pytest.raises(RuntimeError, match="unexpected pos"):  # not a full disk: not hidden
         runtime.save_checkpoint(tmp_path / "last.pt", **state)
+
+
+def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
+    """A setting added to TrainConfig changes every fingerprint unless it is left out at the
+    value that behaves as before (`cvae.runtime.ADDED_LATER`): without that, upgrading would
+    refuse every saved checkpoint. The value below was computed at commit c2c0476, before
+    `train.first_gap` existed."""
+    meta = {"shards": {"train": [{"frames": "frames-00000.npy"}]}}
+    assert fingerprint(Params(), meta) == "69b541d55e55f7c1", (
+        "a new setting changed the fingerprint of unchanged runs: add it to ADDED_LATER")
+    dance = {"data": {"source": "sim-dance"}, "train": {"n_past": 1}}
+    gapped = {**dance, "train": {"n_past": 1, "first_gap": 1}}
+    assert fingerprint(parse(Params, gapped), meta) != fingerprint(parse(Params, dance), meta)

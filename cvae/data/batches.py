@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from cvae.data.shards import Split
+from cvae.data.shards import Split, draw_windows, window_steps
 from cvae.runtime import seeded_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # frames (B, L, C, H, W) uint8, conditions (B, L, c)
@@ -35,23 +35,23 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def random_windows(self, batch: int, length: int, generator: torch.Generator) -> Batch:
-        device = self.frames.device
-        seq_len = self.frames.shape[1]
-        indices = torch.randint(len(self), (batch, 1), generator=generator, device=device)
-        starts = torch.randint(seq_len - length + 1, (batch, 1), generator=generator, device=device)
-        steps = starts + torch.arange(length, device=device)  # (B, L)
-        return self.frames[indices, steps], self.conds[indices, steps]
+    def random_windows(self, batch: int, length: int, generator: torch.Generator,
+                       first_gap: int = 0) -> Batch:
+        indices, starts, gaps = draw_windows(len(self), self.frames.shape[1], batch, length,
+                                             first_gap, generator)
+        steps = window_steps(starts, length, gaps)  # (B, L)
+        return self.frames[indices[:, None], steps], self.conds[indices[:, None], steps]
 
 
 class _WorkerWindows(torch.utils.data.IterableDataset):
     """An epoch of batches for DataLoader workers: worker w makes batches w, w + W, ... (the
     loader returns them in order), each worker with its own generator."""
 
-    def __init__(self, shards_dir: Path, batch: int, length: int, steps: int, keys: tuple):
+    def __init__(self, shards_dir: Path, batch: int, length: int, first_gap: int, steps: int,
+                 keys: tuple):
         super().__init__()
-        self.shards_dir, self.batch, self.length, self.steps, self.keys = (
-            shards_dir, batch, length, steps, keys)
+        self.shards_dir, self.batch, self.length, self.first_gap, self.steps, self.keys = (
+            shards_dir, batch, length, first_gap, steps, keys)
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
@@ -59,17 +59,21 @@ class _WorkerWindows(torch.utils.data.IterableDataset):
         split = Split(self.shards_dir, "train")  # opened here: memory maps do not pickle
         generator = seeded_generator(*self.keys, worker)
         for _ in range(worker, self.steps, workers):
-            yield split.random_windows(self.batch, self.length, generator)
+            yield split.random_windows(self.batch, self.length, generator, self.first_gap)
 
 
 class TrainBatches:
     """`epoch(e)` yields `steps` batches of `batch` random windows of `length` frames, on
-    `device`, for one rank. `source` picks where windows are cut: `auto` (as the module says),
-    `shards` (memory maps, this process), `device` (`DeviceSplit`) or `workers` (DataLoader)."""
+    `device`, for one rank (with `first_gap`, each window's first frame up to that many frames
+    before the rest: `draw_windows`). `source` picks where windows are cut: `auto` (as the
+    module says), `shards` (memory maps, this process), `device` (`DeviceSplit`) or `workers`
+    (DataLoader)."""
 
     def __init__(self, shards_dir: Path, batch: int, length: int, steps: int, seed: int,
-                 device: torch.device, rank: int = 0, workers: int = 2, source: str = "auto"):
+                 device: torch.device, rank: int = 0, workers: int = 2, source: str = "auto",
+                 first_gap: int = 0):
         self.shards_dir, self.batch, self.length, self.steps = shards_dir, batch, length, steps
+        self.first_gap = first_gap
         self.seed, self.device, self.rank, self.workers = seed, device, rank, workers
         split = Split(shards_dir, "train")
         if source == "auto" and device.type == "cuda":
@@ -99,12 +103,14 @@ class TrainBatches:
         on_device = isinstance(self.source, DeviceSplit)
         generator = seeded_generator(*keys, device=self.device if on_device else "cpu")
         for _ in range(self.steps):
-            frames, conds = self.source.random_windows(self.batch, self.length, generator)
+            frames, conds = self.source.random_windows(self.batch, self.length, generator,
+                                                       self.first_gap)
             yield frames.to(self.device), conds.to(self.device)
 
     def _from_workers(self, keys: tuple) -> Iterator[Batch]:
         loader = torch.utils.data.DataLoader(
-            _WorkerWindows(self.shards_dir, self.batch, self.length, self.steps, keys),
+            _WorkerWindows(self.shards_dir, self.batch, self.length, self.first_gap, self.steps,
+                           keys),
             batch_size=None, num_workers=self.workers, pin_memory=self.device.type == "cuda")
         for frames, conds in loader:
             yield (frames.to(self.device, non_blocking=True),

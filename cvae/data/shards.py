@@ -51,22 +51,53 @@ class Split:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def windows(self, indices, starts, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def windows(self, indices, starts, length: int, gaps=None) -> tuple[torch.Tensor, ...]:
         """Frames (B, L, 3, H, W) uint8 and conditions of the windows `[start, start + length)`
         of sequences `indices`: normalised vectors (B, L, 7), or label images (B, L, 3, H, W)
-        uint8. (Where a split stores fewer frames than conditions, only those come back.)"""
+        uint8. (Where a split stores fewer frames than conditions, only those come back.) With
+        `gaps`, window i's frames after its first are `gaps[i]` frames further on."""
         frames, conds = [], []
-        for index, start in zip(np.asarray(indices), np.asarray(starts)):
+        gaps = np.zeros(len(indices), int) if gaps is None else np.asarray(gaps)
+        for index, start, gap in zip(np.asarray(indices), np.asarray(starts), gaps):
             shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
             local = int(index - self.offsets[shard])
-            frames.append(self.frames[shard][local, start : start + length])
-            conds.append(self.conditions[shard][local, start : start + length])
+            at = (slice(start, start + length) if not gap  # a slice reads one run of bytes
+                  else np.r_[start, start + gap + 1 : start + gap + length])
+            frames.append(self.frames[shard][local, at])
+            conds.append(self.conditions[shard][local, at])
         conds = torch.from_numpy(np.stack(conds))
         if not self.label_images:
             conds = (conds - self.mean) / self.std
         return torch.from_numpy(np.stack(frames)), conds
 
-    def random_windows(self, batch: int, length: int, generator: torch.Generator):
-        indices = torch.randint(len(self), (batch,), generator=generator)
-        starts = torch.randint(self.seq_len - length + 1, (batch,), generator=generator)
-        return self.windows(indices, starts, length)
+    def random_windows(self, batch: int, length: int, generator: torch.Generator,
+                       first_gap: int = 0):
+        indices, starts, gaps = draw_windows(len(self), self.seq_len, batch, length, first_gap,
+                                             generator)
+        return self.windows(indices, starts, length, gaps)
+
+
+def draw_windows(count: int, seq_len: int, batch: int, length: int, first_gap: int,
+                 generator: torch.Generator):
+    """`batch` random windows of `length` frames in `count` sequences of `seq_len`: (sequence
+    indices, starts, gaps), each (batch,), on the generator's device. With `first_gap`, each
+    window's frames after its first start a further 0..first_gap frames on (uniform, per
+    window; `gaps`, else None): the dance track's first frame, far from the frames it predicts,
+    as in a long rollout."""
+    device = generator.device
+    indices = torch.randint(count, (batch,), generator=generator, device=device)
+    if not first_gap:
+        starts = torch.randint(seq_len - length + 1, (batch,), generator=generator, device=device)
+        return indices, starts, None
+    gaps = torch.randint(first_gap + 1, (batch,), generator=generator, device=device)
+    room = seq_len - length - gaps + 1  # the starts that keep the window inside its sequence
+    starts = (torch.rand(batch, generator=generator, device=device) * room).long()
+    return indices, starts, gaps
+
+
+def window_steps(starts: torch.Tensor, length: int, gaps: torch.Tensor | None = None):
+    """The frame numbers (B, L) of windows from `draw_windows`."""
+    steps = starts[:, None] + torch.arange(length, device=starts.device)
+    if gaps is not None:
+        steps[:, 1:] += gaps[:, None]
+    return steps
