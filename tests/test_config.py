@@ -140,6 +140,9 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     cosine = merge(SEVEN_MINUTE_DANCE, {"train": {"lr_schedule": "cosine", "epochs": 30,
                                                   "tfr": {"decay_step": 0.05}}})
     assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", cosine))
+    b32 = {"data": {"dance": {"train_vi_len": 16}},
+           "train": {"n_future": 15, "first_gap": 0, "steps_per_epoch": 30}}
+    assert committed_params("dance-cpu-b32-cos30") == parse(Params, preset_tree("dance", b32))
     assert committed_params("dance-preset-ablations/no-first-gap") == \
         parse(Params, preset_tree("dance", {"train": {"first_gap": 0}}))
 

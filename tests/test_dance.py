@@ -368,3 +368,47 @@ def test_the_dance_track_runs_every_stage(tmp_path):
     assert f"{metrics['psnr']:.2f}" in summary and f"{metrics['baseline_psnr']:.2f}" in summary
     assert_deps_are_the_code_run(tmp_path, ["download", "prepare", "train", "evaluate", "report"],
                                  other_tracks=["robot"])
+
+
+def _dancer_moves_away(frames: int = 4):
+    """A plain background, a 10 x 6 'dancer' at x 5..10 in frame 0 and at x 40..45 later."""
+    background, dancer = np.array([0.2, 0.3, 0.4]), np.array([0.9, 0.1, 0.1])
+    truth = np.broadcast_to(background[None, :, None, None], (frames, 3, 32, 64)).copy()
+    truth[0, :, 10:20, 5:11] = dancer[:, None, None]
+    truth[1:, :, 10:20, 40:46] = dancer[:, None, None]
+    return truth
+
+
+def test_the_ghost_region_is_where_the_first_frames_dancer_was_and_is_no_longer():
+    from cvae.tracks.dance.ghost import ghost_region_psnr
+    truth = _dancer_moves_away()
+    copy = np.broadcast_to(truth[:1], truth.shape)
+    erased = truth.copy()
+    erased[1:, :, 10:20, 5:11] += 0.01  # background there, 0.01 off: 40 dB exactly
+    ghost_of_copy = 10 * np.log10(3 / (0.7 ** 2 + 0.2 ** 2 + 0.3 ** 2))
+    assert ghost_region_psnr(truth, erased) == pytest.approx(
+        {"psnr": 40.0, "copy_psnr": ghost_of_copy, "pixels_per_frame": 60.0})
+    assert ghost_region_psnr(truth, copy)["psnr"] == pytest.approx(ghost_of_copy)
+    half = truth.copy()
+    half[1:, :, 10:20, 5:11] = (truth[0, :, 10:20, 5:11] + truth[1, :, 10:20, 5:11]) / 2
+    assert ghost_region_psnr(truth, half)["psnr"] == pytest.approx(ghost_of_copy + 20 * np.log10(2))
+    # The new dancer's pixels are not the ghost's: a prediction wrong only there scores 40.
+    wrong_elsewhere = erased.copy()
+    wrong_elsewhere[1:, :, 10:20, 40:46] = 0.0
+    assert ghost_region_psnr(truth, wrong_elsewhere)["psnr"] == pytest.approx(40.0)
+
+
+def test_the_ghost_tool_reads_saved_samples_and_refuses_a_sequence_without_a_ghost_region(tmp_path):
+    from cvae.tracks.dance.ghost import ghost_region_psnr
+    truth = _dancer_moves_away()
+    with pytest.raises(ValueError, match="no pixel where the first frame's dancer was"):
+        ghost_region_psnr(truth[[0, 0]], truth[[0, 0]])
+    u8 = np.rint(np.stack([truth, truth]) * 255).astype(np.uint8)
+    np.savez_compressed(tmp_path / "samples.npz", truth=u8, prediction=u8[:, [0, 0, 0, 0]],
+                        labels=u8, n_past=1)
+    result = _run("ghost", tmp_path, "samples.npz")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("sequence ") == 2 and "mean over 2:" in out
+    first = float(out.split("ghost region ")[1].split(" dB")[0])
+    assert first == pytest.approx(float(out.split("copying the first frame ")[1].split(" dB")[0]))
