@@ -55,14 +55,16 @@ class Split:
         """Frames (B, L, 3, H, W) uint8 and conditions of the windows `[start, start + length)`
         of sequences `indices`: normalised vectors (B, L, 7), or label images (B, L, 3, H, W)
         uint8. (Where a split stores fewer frames than conditions, only those come back.) With
-        `gaps`, window i's frames after its first are `gaps[i]` frames further on."""
+        `gaps`, window i's frames after its first are `gaps[i]` frames further on
+        (`window_steps`)."""
         frames, conds = [], []
-        gaps = np.zeros(len(indices), int) if gaps is None else np.asarray(gaps)
-        for index, start, gap in zip(np.asarray(indices), np.asarray(starts), gaps):
+        steps = None if gaps is None else window_steps(torch.as_tensor(starts), length,
+                                                       torch.as_tensor(gaps)).numpy()
+        for row, (index, start) in enumerate(zip(np.asarray(indices), np.asarray(starts))):
             shard = int(np.searchsorted(self.offsets, index, side="right")) - 1
             local = int(index - self.offsets[shard])
-            at = (slice(start, start + length) if not gap  # a slice reads one run of bytes
-                  else np.r_[start, start + gap + 1 : start + gap + length])
+            # A slice reads one run of bytes; a window with a gap reads its frames one by one.
+            at = slice(start, start + length) if steps is None else steps[row]
             frames.append(self.frames[shard][local, at])
             conds.append(self.conditions[shard][local, at])
         conds = torch.from_numpy(np.stack(conds))

@@ -31,7 +31,8 @@ def ghost_region_psnr(truth: np.ndarray, prediction: np.ndarray, threshold: floa
 
     region = shows_dancer(first)[None] & ~shows_dancer(later)  # (T-1, H, W)
     if not region.any():
-        raise ValueError("no pixel where the first frame's dancer was and later frames show background")
+        raise ValueError("no pixel where the first frame's dancer was and later frames show "
+                         "background")
 
     def psnr(x):
         return float(10 * np.log10(1 / ((x - later) ** 2).transpose(1, 0, 2, 3)[:, region].mean()))
