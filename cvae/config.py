@@ -121,6 +121,11 @@ class DanceModelConfig:
     # Channels of a per-sequence appearance code (attention pooling over the first frame and
     # label: background and costume colours) broadcast into the fusion; 0 = none (the course's)
     appearance_dim: int = 16
+    # Channels of the label-guided read of the first frame (0 = none, the course's): every
+    # position of label t's features asks the first label's features where the same bone was
+    # (attention, queries and keys of this many channels) and takes the first frame's pixels
+    # and features from there, so a limb is painted in its own costume colour wherever it moves
+    first_lookup_dim: int = 0
     # Every module works on maps of 1/patch the frame's size, each patch x patch block of pixels
     # stacked into channels (lossless): patch^2 times less work, twice the reach; 1 = the course
     patch: int = 1
@@ -132,6 +137,7 @@ class DanceModelConfig:
     def check(self):
         _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")
         _require(self.appearance_dim >= 0, "model.dance.appearance_dim", "must be 0 or more")
+        _require(self.first_lookup_dim >= 0, "model.dance.first_lookup_dim", "must be 0 or more")
         _positive(self, "patch", prefix="model.dance")
 
 

@@ -134,8 +134,8 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or not this run's."""
 
 
-# Train settings added to the fingerprint's dict later, with their value that changes nothing.
-ADDED_LATER = {"first_gap": 0}
+# Settings added to the fingerprint's dicts later, with their value that changes nothing.
+ADDED_LATER = {"train": {"first_gap": 0}, "model.dance": {"first_lookup_dim": 0}}
 
 
 def fingerprint(params: Params, meta: dict) -> str:
@@ -145,10 +145,17 @@ def fingerprint(params: Params, meta: dict) -> str:
     shards' checksums). A setting added after checkpoints were written is left out while it
     has the value that behaves as before, so those checkpoints still match."""
     free = ("compile",) if params.train.lr_schedule == "cosine" else ("epochs", "compile")
-    train = {k: v for k, v in asdict(params.train).items()
-             if k not in free and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-    blob = json.dumps([asdict(params.model), train, meta["shards"]], sort_keys=True)
+    train = {k: v for k, v in _as_before(asdict(params.train), "train").items() if k not in free}
+    model = asdict(params.model)
+    model["dance"] = _as_before(model["dance"], "model.dance")
+    blob = json.dumps([model, train, meta["shards"]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _as_before(settings: dict, section: str) -> dict:
+    """`settings` without those added later to `section` that still have their neutral value."""
+    neutral = ADDED_LATER[section]
+    return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
 
 
 def save_checkpoint(path: Path, **state) -> None:

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cvae.config import DanceModelConfig
@@ -17,18 +18,21 @@ from cvae.data.prepare import prepare
 from cvae.data.shards import Split
 from cvae.samples import to_uint8
 from cvae.metrics import psnr
-from cvae.tracks.dance.model import DanceCVAE
+from cvae.tracks.dance.model import LOOKUP_POOL, DanceCVAE
 from cvae.tracks.dance.submission import read_submission, write_submission
 from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_run
 
 TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 # The model's variants: ours (first frame, appearance code, composite), on 2x2 patches, with an
-# added change instead of the composite, and the course's inputs (previous frame, label, z)
+# added change instead of the composite, the course's inputs (previous frame, label, z), and
+# with the label-guided look-up
 ADDED = dataclasses.replace(TINY, composite=False)
 LEARNED = dataclasses.replace(TINY, prior="learned")
 NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
+LOOKUP = dataclasses.replace(TINY, patch=2, first_lookup_dim=4)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
-            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS]
+            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS,
+            LOOKUP]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -152,7 +156,8 @@ def test_teacher_forced_batches_equal_the_step_by_step_rollout(cfg):
     torch.manual_seed(2)
     z = torch.randn(4, *out.mu.shape[1:]).view(4, 2, *model.latent_shape)
     mu, logvar = out.mu.view_as(z), out.logvar.view_as(z)
-    context = model.context(model.frame_encoder(frames[0]), model.label_encoder(labels[0]))
+    context = model.context(frames[0], model.frame_encoder(frames[0]),
+                            model.label_encoder(labels[0]))
     for t in range(1, 5):
         step = model.predict(frames[0], context, model.frame_encoder(frames[t - 1]),
                              model.label_encoder(labels[t]),
@@ -247,7 +252,8 @@ def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_onl
             for weight in module.parameters():
                 weight.data.normal_(0, 0.3)
         with torch.no_grad():
-            context = model.context(model.frame_encoder(frames[0]), model.label_encoder(labels[0]))
+            context = model.context(frames[0], model.frame_encoder(frames[0]),
+                            model.label_encoder(labels[0]))
             z = torch.randn(2, *model.latent_shape)
             a, b = (model.predict(frames[0], context, model.frame_encoder(fed),
                                   model.label_encoder(labels[2]), z) for fed in frames[1:3])
@@ -271,7 +277,7 @@ def _change_from_the_first_frame(cfg) -> torch.Tensor:
     other[..., :8] = 0.5
     z = torch.zeros(2, *model.latent_shape)
     with torch.no_grad():
-        a, b = (model.predict(first, model.context(model.frame_encoder(first),
+        a, b = (model.predict(first, model.context(first, model.frame_encoder(first),
                                                     model.label_encoder(labels[0])),
                               model.frame_encoder(frames[1]), model.label_encoder(labels[2]), z)
                 for first in (frames[0], other))
@@ -293,6 +299,33 @@ def test_the_fusion_sees_the_first_frame_and_its_appearance_only_when_asked():
     out = appearance(torch.rand(2, 12, 32, 64))
     assert out.shape == (2, 16, 32, 64)
     assert torch.equal(out, out[..., :1, :1].expand_as(out))  # one code for every pixel
+    lookup = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False,
+                                                           appearance_dim=0, first_lookup_dim=4))
+    assert lookup.all()
+
+
+def test_the_look_up_reads_the_first_frame_where_the_first_label_drew_the_same_bone():
+    """Label features as one-hot bone codes: a position of label t showing bone k reads the first
+    frame's features and pixels (averaged over LOOKUP_POOL x LOOKUP_POOL positions) where the
+    first label shows bone k; where label t shows no bone (features 0), their average over the
+    whole first frame."""
+    model = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8,
+                                       first_lookup_dim=4))
+    for projection in (model.lookup_query, model.lookup_key):
+        projection.weight.data = 40 * torch.eye(4)[:, :, None, None]  # a sharp match
+        projection.bias.data.zero_()
+    first_label, label = torch.zeros(2, 1, 4, 32, 64)
+    first_label[0, 0, 3, 5], first_label[0, 1, 20, 60] = 1, 1  # bones 0 and 1 in the first pose
+    label[0, 0, 30, 2], label[0, 1, 0, 0] = 1, 1  # ... and where they are now
+    first, first_features = torch.rand(1, 3, 32, 64), torch.randn(1, 8, 32, 64)
+    with torch.no_grad():
+        context = model.context(first, first_features, first_label)
+        read = model.look_up(label, context.keys, context.values)
+    assert read.shape == (1, 8 + 3, 32, 64)
+    cells = F.avg_pool2d(torch.cat([first_features, first], 1), LOOKUP_POOL)
+    torch.testing.assert_close(read[0, :, 30, 2], cells[0, :, 3 // LOOKUP_POOL, 5 // LOOKUP_POOL])
+    torch.testing.assert_close(read[0, :, 0, 0], cells[0, :, 20 // LOOKUP_POOL, 60 // LOOKUP_POOL])
+    torch.testing.assert_close(read[0, :, 10, 10], cells[0].mean((1, 2)), atol=0.01, rtol=0)
 
 
 # --- evaluation and submission ------------------------------------------------------------------

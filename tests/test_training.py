@@ -296,13 +296,15 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path, monkeyp
 
 
 def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
-    """A setting added to TrainConfig changes every fingerprint unless it is left out at the
-    value that behaves as before (`cvae.runtime.ADDED_LATER`): without that, upgrading would
-    refuse every saved checkpoint. The value below was computed at commit c2c0476, before
-    `train.first_gap` existed."""
+    """A setting added to TrainConfig or DanceModelConfig changes every fingerprint unless it is
+    left out at the value that behaves as before (`cvae.runtime.ADDED_LATER`): without that,
+    upgrading would refuse every saved checkpoint. The value below was computed at commit
+    c2c0476, before `train.first_gap` and `model.dance.first_lookup_dim` existed."""
     meta = {"shards": {"train": [{"frames": "frames-00000.npy"}]}}
     assert fingerprint(Params(), meta) == "69b541d55e55f7c1", (
         "a new setting changed the fingerprint of unchanged runs: add it to ADDED_LATER")
     dance = {"data": {"source": "sim-dance"}, "train": {"n_past": 1}}
     gapped = {**dance, "train": {"n_past": 1, "first_gap": 1}}
     assert fingerprint(parse(Params, gapped), meta) != fingerprint(parse(Params, dance), meta)
+    looking_up = {**dance, "model": {"dance": {"first_lookup_dim": 8}}}
+    assert fingerprint(parse(Params, looking_up), meta) != fingerprint(parse(Params, dance), meta)

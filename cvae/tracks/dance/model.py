@@ -27,6 +27,11 @@ label), join the fusion's input at every step:
                    features, broadcast to every pixel: the background and costume colours, so
                    that a limb can be painted far from where the first frame shows it and
                    without copying the (blurring) previous prediction.
+And one read at every step (`first_lookup_dim` > 0), the label-guided look-up: each position of
+label t asks, by attention over the first label's positions, where the first label drew the
+same bone, and takes the first frame's features and pixels from there. The labels draw every
+bone in its own colour, so this finds the costume's colour for a limb wherever it has moved:
+what the appearance code can only give as a summary.
 
 Frame t is predicted from frame t-1 (the truth under teacher forcing, else the prediction),
 label t and z_t; the rollout is in `cvae.tracks.dance.rollout`.
@@ -34,14 +39,20 @@ label t and z_t; the rollout is in `cvae.tracks.dance.rollout`.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cvae.config import DanceModelConfig
 
 
 MASK_START = -5.0  # logit of the composite's mask at initialisation: 0.7% painted
+# The look-up's keys and values are averaged over 2 x 2 positions: a quarter of the attention's
+# work (it cost half a training step at patch 2 without), and a costume's colour is constant
+# over a limb's few pixels
+LOOKUP_POOL = 2
 
 
 class ResidualBlock(nn.Module):
@@ -99,6 +110,16 @@ class AppearanceCode(nn.Module):
         return code[:, :, None, None].expand(B, -1, H, W)
 
 
+class Context(NamedTuple):
+    """What a sequence's first frame and label tell every step: maps the fusion reads as they
+    are (B, C, H, W), and the look-up's keys (B, d, h, w) and values (B, V, h, w); a tensor of
+    no channels for each that the options leave out."""
+
+    maps: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
 class DanceCVAE(nn.Module):
     name = "dance-cvae"
 
@@ -117,9 +138,14 @@ class DanceCVAE(nn.Module):
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
         context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
+        # The look-up reads the first frame's features and its pixels (patch-stacked)
+        looked_up = cfg.F_dim + channels * cfg.patch ** 2 if cfg.first_lookup_dim else 0
+        if cfg.first_lookup_dim:
+            self.lookup_query = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
+            self.lookup_key = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
         previous = cfg.F_dim if cfg.sees_previous else 0
         self.fusion = nn.Sequential(
-            ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context, cfg.D_out_dim),
+            ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
         # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
         out_channels = channels + 1 if cfg.residual and cfg.composite else channels
@@ -152,20 +178,37 @@ class DanceCVAE(nn.Module):
         zeros = fed_features.new_zeros(fed_features.shape[0], *self.latent_shape)
         return zeros, zeros
 
-    def context(self, first_features, first_label_features):
-        """What the sequence's first frame tells every step, (B, context channels, H, W): its
-        features and/or the appearance code (no channels with neither option)."""
+    def context(self, first, first_features, first_label_features) -> Context:
+        """What the sequence's first frame (B, C, H, W), its features and its label's tell
+        every step: the maps (its features and/or the appearance code) and the look-up's keys
+        and values."""
+        none = first_features[:, :0]
         parts = [first_features] if self.cfg.sees_first else []
         if self.cfg.appearance_dim:
             parts.append(self.appearance(torch.cat([first_features, first_label_features], 1)))
-        return torch.cat(parts, 1) if parts else first_features[:, :0]
+        maps = torch.cat(parts, 1) if parts else none
+        if not self.cfg.first_lookup_dim:
+            return Context(maps, none, none)
+        keys = self.lookup_key(first_label_features)
+        values = torch.cat([first_features, F.pixel_unshuffle(first, self.cfg.patch)], 1)
+        return Context(maps, *(F.avg_pool2d(x, LOOKUP_POOL, ceil_mode=True)
+                               for x in (keys, values)))
+
+    def look_up(self, label_features, keys, values):
+        """At every position of label t's features (B, L, H, W): the values (B, V, h, w) at the
+        first label's positions whose keys (B, d, h, w) match its query, averaged by attention."""
+        query = self.lookup_query(label_features)
+        read = F.scaled_dot_product_attention(*(x.flatten(2).mT for x in (query, keys, values)))
+        return read.mT.unflatten(2, label_features.shape[2:])
 
     def predict(self, first, context, previous_features, label_features, z):
         """Frame t (B, C, H, W) from the sequence's context (`context`), frame t-1's features,
         label t's and z_t (and, with `residual`, the first frame, which the output changes).
         Without `sees_previous`, frame t-1's features are not used."""
         previous = [previous_features] if self.cfg.sees_previous else []
-        fused = self.fusion(torch.cat([*previous, label_features, z, context], 1))
+        looked_up = ([self.look_up(label_features, context.keys, context.values)]
+                     if self.cfg.first_lookup_dim else [])
+        fused = self.fusion(torch.cat([*previous, label_features, z, context.maps, *looked_up], 1))
         out = self.generator(fused)
         if self.cfg.residual and self.cfg.composite:
             # In the first frame's dtype: under bf16 autocast the generator's output is bf16,

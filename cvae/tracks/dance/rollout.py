@@ -7,7 +7,7 @@ prior (or, as an upper reference, still from the posterior), which reads what th
 frame t-1's features and label t's.
 
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
-generator changes it, and its features and appearance code are the sequence's context), so
+generator changes it, and its features, appearance code and look-up are the sequence's context), so
 under teacher forcing every step is known up front and the whole clip runs as one batch; only
 the autoregressive path loops. A model that reads no fed frame (`sees_previous: false` with the
 fixed prior) always runs as one batch in training, and at test time does not encode its
@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from cvae.tracks.dance.model import DanceCVAE
+from cvae.tracks.dance.model import Context, DanceCVAE
 from cvae.vae import Rollout, reparameterize
 
 
@@ -35,16 +35,15 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     frame_features = _batched(model.frame_encoder, frames)  # (T, B, F, H, W)
     all_label_features = _batched(model.label_encoder, labels)  # (T, B, L, H, W)
     label_features = all_label_features[1:]
-    context = model.context(frame_features[0], all_label_features[0])  # (B, context, H, W)
+    context = model.context(frames[0], frame_features[0], all_label_features[0])
     mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
     first = frames[0]
     # A model that reads no fed frame has every step known up front, teacher forcing or not.
     if teacher_forcing or not model.reads_fed_frame:
-        predictions = _batched_predict(model, first.expand(T - 1, *first.shape),
-                                       context.expand(T - 1, *context.shape),
-                                       frame_features[:-1], label_features, z)
+        predictions = _batched_predict(model, first, context, frame_features[:-1],
+                                       label_features, z)
         prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
             frame_features[:-1].flatten(0, 1), label_features.flatten(0, 1)))
     else:
@@ -68,7 +67,7 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
     posterior's on the true frame. One step at a time (labels are encoded as they are needed),
     so memory does not grow with the sequence."""
     fed_features, outputs = model.frame_encoder(first), []
-    context = model.context(fed_features, model.label_encoder(labels[0]))
+    context = model.context(first, fed_features, model.label_encoder(labels[0]))
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
         outputs.append(model.predict(first, context, fed_features, label_features,
@@ -83,7 +82,11 @@ def _batched(module, x: torch.Tensor) -> torch.Tensor:
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
-def _batched_predict(model, *inputs) -> torch.Tensor:
-    """`model.predict` on inputs (T, B, ...) as one batch of T*B steps."""
-    T, B = inputs[0].shape[:2]
-    return model.predict(*(x.flatten(0, 1) for x in inputs)).unflatten(0, (T, B))
+def _batched_predict(model: DanceCVAE, first: torch.Tensor, context: Context,
+                     *steps: torch.Tensor) -> torch.Tensor:
+    """`model.predict` on the steps' inputs (T, B, ...) as one batch of T*B steps, the
+    sequence's first frame and context (B, ...) the same at every step."""
+    T, B = steps[0].shape[:2]
+    every_step = lambda x: x.expand(T, *x.shape).flatten(0, 1)  # noqa: E731
+    return model.predict(every_step(first), Context(*map(every_step, context)),
+                         *(x.flatten(0, 1) for x in steps)).unflatten(0, (T, B))
