@@ -120,19 +120,25 @@ def committed_params(run: str) -> Params:
 # presets/dance.yaml before `train.first_gap` (commit c2c0476): 16-frame clips, 15 predicted
 # frames, batches of 8, 12 epochs of 40 steps at a constant lr, teacher forcing -0.1 an epoch.
 SEVEN_MINUTE_DANCE = {"data": {"dance": {"train_vi_len": 16}},
+                      "model": {"dance": {"first_lookup_dim": 0}},
                       "train": {"lr_schedule": "constant", "n_future": 15, "first_gap": 0,
                                 "batch_size": 8, "epochs": 12, "steps_per_epoch": 40,
                                 "tfr": {"decay_step": 0.1}}}
 
 
+# presets/dance.yaml before the label-guided look-up
+NO_LOOKUP = {"model": {"dance": {"first_lookup_dim": 0}}}
 PRESET_SEEDS = sorted(int(p.name[4:]) for p in (REPO / "results/dance-preset").glob("seed*"))
 
 
 @pytest.mark.parametrize("seed", PRESET_SEEDS)
 def test_the_committed_dance_results_ran_the_dance_preset(seed):
-    """results/dance-preset/ backs the README's dance numbers: its params are the preset's."""
+    """results/dance-preset/ backs the README's dance numbers: its params are the preset's;
+    results/dance-preset-no-lookup/ the same seeds without the look-up."""
     assert committed_params(f"dance-preset/seed{seed}") == \
         parse(Params, preset_tree("dance", {"train": {"seed": seed}}))
+    assert committed_params(f"dance-preset-no-lookup/seed{seed}") == \
+        parse(Params, preset_tree("dance", merge(NO_LOOKUP, {"train": {"seed": seed}})))
 
 
 def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_changes():
@@ -143,18 +149,23 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     cosine = merge(SEVEN_MINUTE_DANCE, {"train": {"lr_schedule": "cosine", "epochs": 30,
                                                   "tfr": {"decay_step": 0.05}}})
     assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", cosine))
-    b32 = {"data": {"dance": {"train_vi_len": 16}},
+    b32 = {"data": {"dance": {"train_vi_len": 16}}, **NO_LOOKUP,
            "train": {"n_future": 15, "first_gap": 0, "steps_per_epoch": 30}}
     assert committed_params("dance-cpu-b32-cos30") == parse(Params, preset_tree("dance", b32))
     assert committed_params("dance-preset-ablations/no-first-gap") == \
-        parse(Params, preset_tree("dance", {"train": {"first_gap": 0}}))
+        parse(Params, preset_tree("dance", {**NO_LOOKUP, "train": {"first_gap": 0}}))
+    # Run with LOOKUP_POOL = 1 (before the keys were pooled); its params are the preset's
+    assert committed_params("dance-preset-ablations/unpooled-lookup") == \
+        parse(Params, preset_tree("dance"))
 
 
-def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs():
+@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-no-lookup"])
+def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
     psnr = [json.loads(p.read_text())["psnr"]
-            for p in sorted((REPO / "results/dance-preset").glob("seed*/eval.json"))]
-    assert len(psnr) == 3
-    stated = f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}"
+            for p in sorted((REPO / "results" / runs).glob("seed*/eval.json"))]
+    assert psnr, f"results/{runs} holds no run"
+    stated = (f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}" if len(psnr) > 1
+              else f"{psnr[0]:.2f}")
     assert stated in (REPO / "README.md").read_text()
 
 
@@ -165,7 +176,8 @@ def test_the_committed_gpu_dance_runs_are_the_gpu_preset_and_its_recipe_on_the_c
     seeded = {"train": {"seed": seed}}
     assert committed_params(f"dance-gpu/course-seed{seed}") == \
         parse(Params, preset_tree("dance-gpu", seeded))
-    cpu_model = {"model": {"dance": preset_tree("dance")["model"]["dance"]}}
+    cpu_model = {"model": {"dance": {**preset_tree("dance")["model"]["dance"],
+                                     "first_lookup_dim": 0}}}  # before the look-up
     assert committed_params(f"dance-gpu/preset-sizes-seed{seed}") == \
         parse(Params, preset_tree("dance-gpu", {**seeded, **cpu_model}))
 
