@@ -6,8 +6,8 @@ step, measured in one run:
 At presets/dance.yaml's sizes and batch (32 windows of 1 + 7 frames of 32x64, patch 2), teacher
 forced and autoregressive, it times the step of the model as the preset has it, the same model
 without the look-up (the reference), and with the look-up's keys at full resolution (no 2 x 2
-pooling, `LOOKUP_POOL` = 1). Steps are timed in turns and each reported time is the median of its
-turns (`train_step.timed_together`). Prints a table and writes it as JSON
+pooling: the model's `lookup_pool` set to 1). Steps are timed in turns and each reported time
+is the median of its turns (`train_step.timed_together`). Prints a table and writes it as JSON
 (benchmarks/results/dance_lookup-<device>.json).
 """
 import argparse
@@ -23,12 +23,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import torch  # noqa: E402
 
 from cvae.config import Params, parse  # noqa: E402
-from cvae.runtime import prepare_model  # noqa: E402
-from cvae.tracks import dance  # noqa: E402
-from cvae.tracks.dance import model as dance_model  # noqa: E402
-from cvae.training import Objective, train_step  # noqa: E402
 from pipeline.preset import merged_tree  # noqa: E402
-from train_step import device_name, timed_together  # noqa: E402
+from train_step import dance_model_at, dance_step, device_name, timed_together  # noqa: E402
 
 
 def main():
@@ -70,20 +66,11 @@ def main():
 
 
 def make_step(cfg, pool: int, frames, labels, teacher_forcing: bool, device):
-    """One optimiser step of a fresh model at sizes `cfg`, its look-up pooled `pool` x `pool`."""
-    torch.manual_seed(0)
-    model = prepare_model(dance_model.DanceCVAE(cfg, 3, (32, 64)), device)
-    objective = Objective(model, dance.training_rollout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step():
-        shipped, dance_model.LOOKUP_POOL = dance_model.LOOKUP_POOL, pool  # read by `context`
-        try:
-            train_step(objective, optimizer, frames, labels, n_past=1, beta=1e-3,
-                       teacher_forcing=teacher_forcing, grad_clip=1.0)
-        finally:
-            dance_model.LOOKUP_POOL = shipped
-    return step
+    """The training step of a fresh model at sizes `cfg`, its look-up pooled `pool` x `pool`."""
+    model = dance_model_at(cfg, device)
+    if cfg.first_lookup_dim:
+        model.lookup_pool = pool
+    return dance_step(model, frames, labels, teacher_forcing)
 
 
 if __name__ == "__main__":

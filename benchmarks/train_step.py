@@ -214,20 +214,29 @@ def measure_dance_precision(cfg, device, repeat: int) -> dict:
     frames of 32x64) in fp32 and in bf16, teacher-forced and autoregressive: milliseconds per
     step."""
     frames, labels = (torch.rand(16, 8, 3, 32, 64, device=device) for _ in range(2))
-    steps = {}
-    for mode in ("fp32", "bf16"):
-        for teacher_forcing in (True, False):
-            torch.manual_seed(0)
-            model = prepare_model(DanceCVAE(cfg, 3, (32, 64)), device)
-            objective = Objective(model, dance.training_rollout)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-
-            def step(objective=objective, optimizer=optimizer, mode=mode, tf=teacher_forcing):
-                with precision(mode):
-                    train_step(objective, optimizer, frames, labels, n_past=1, beta=1e-3,
-                               teacher_forcing=tf, grad_clip=1.0)
-            steps[f"{mode}_tfr{int(teacher_forcing)}_ms"] = step
+    steps = {f"{mode}_tfr{int(tf)}_ms": dance_step(dance_model_at(cfg, device), frames, labels,
+                                                   tf, mode)
+             for mode in ("fp32", "bf16") for tf in (True, False)}
     return {name: 1e3 * s for name, s in timed_together(steps, device, repeat).items()}
+
+
+def dance_model_at(cfg, device) -> DanceCVAE:
+    """A fresh dance model at sizes `cfg` (the same initial weights every call), on `device`."""
+    torch.manual_seed(0)
+    return prepare_model(DanceCVAE(cfg, 3, (32, 64)), device)
+
+
+def dance_step(model: DanceCVAE, frames, labels, teacher_forcing: bool, mode: str = "fp32"):
+    """One optimiser step of `model` on frames and labels (T, B, 3, 32, 64), as training takes
+    it, in precision `mode`: a callable to time."""
+    objective = Objective(model, dance.training_rollout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=frames.device.type == "cuda")
+
+    def step():
+        with precision(mode):
+            train_step(objective, optimizer, frames, labels, n_past=1, beta=1e-3,
+                       teacher_forcing=teacher_forcing, grad_clip=1.0)
+    return step
 
 
 def measure_sampling(cfg, sequences: int, device) -> dict:

@@ -112,6 +112,12 @@ def preset_tree(preset: str, changes: dict | None = None) -> dict:
     return merge(merged_tree(preset, REPO / "params.yaml"), changes or {})
 
 
+def committed_psnr(runs: str) -> list[float]:
+    """Test PSNR of each committed run matching `runs` (a glob under results/), in name order."""
+    return [json.loads(p.read_text())["psnr"]
+            for p in sorted((REPO / "results").glob(f"{runs}/eval.json"))]
+
+
 def committed_params(run: str) -> Params:
     from cvae.config import read_yaml
     return parse(Params, read_yaml(REPO / "results" / run / "params.yaml"))
@@ -161,8 +167,7 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
 
 @pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-no-lookup"])
 def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
-    psnr = [json.loads(p.read_text())["psnr"]
-            for p in sorted((REPO / "results" / runs).glob("seed*/eval.json"))]
+    psnr = committed_psnr(f"{runs}/seed*")
     assert psnr, f"results/{runs} holds no run"
     stated = (f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}" if len(psnr) > 1
               else f"{psnr[0]:.2f}")
@@ -190,8 +195,7 @@ def test_the_committed_fp32_gpu_dance_run_is_the_gpu_preset_in_fp32():
 @pytest.mark.parametrize("group", ["course-seed", "preset-sizes-seed"])
 def test_the_readme_states_the_gpu_means_of_the_committed_runs(group):
     """The README's mean ± sd of each three-seed GPU group is what its eval.json files give."""
-    psnr = [json.loads(p.read_text())["psnr"]
-            for p in sorted((REPO / "results/dance-gpu").glob(f"{group}*/eval.json"))]
+    psnr = committed_psnr(f"dance-gpu/{group}*")
     assert len(psnr) == 3
     stated = f"{statistics.mean(psnr):.2f} ± {statistics.stdev(psnr):.2f}"
     assert stated in (REPO / "README.md").read_text()
