@@ -129,22 +129,28 @@ SEVEN_MINUTE_DANCE = {"data": {"dance": {"train_vi_len": 16}},
                       "model": {"dance": {"first_lookup_dim": 0}},
                       "train": {"lr_schedule": "constant", "n_future": 15, "first_gap": 0,
                                 "batch_size": 8, "epochs": 12, "steps_per_epoch": 40,
-                                "tfr": {"decay_step": 0.1}}}
+                                "kl": {"type": "Monotonic"}, "tfr": {"decay_step": 0.1}}}
 
 
-# presets/dance.yaml before the label-guided look-up
-NO_LOOKUP = {"model": {"dance": {"first_lookup_dim": 0}}}
+# presets/dance.yaml before it trained 25 epochs at a constant beta: 30 epochs, beta ramped
+THIRTY_EPOCHS = {"train": {"epochs": 30, "kl": {"type": "Monotonic"}}}
+# and before the label-guided look-up
+NO_LOOKUP = merge(THIRTY_EPOCHS, {"model": {"dance": {"first_lookup_dim": 0}}})
 PRESET_SEEDS = sorted(int(p.name[4:]) for p in (REPO / "results/dance-preset").glob("seed*"))
 
 
 @pytest.mark.parametrize("seed", PRESET_SEEDS)
 def test_the_committed_dance_results_ran_the_dance_preset(seed):
     """results/dance-preset/ backs the README's dance numbers: its params are the preset's;
-    results/dance-preset-no-lookup/ the same seeds without the look-up."""
+    results/dance-preset-30-epochs/ and results/dance-preset-no-lookup/ the same seeds with the
+    preset as it was before."""
+    seeded = {"train": {"seed": seed}}
     assert committed_params(f"dance-preset/seed{seed}") == \
-        parse(Params, preset_tree("dance", {"train": {"seed": seed}}))
-    assert committed_params(f"dance-preset-no-lookup/seed{seed}") == \
-        parse(Params, preset_tree("dance", merge(NO_LOOKUP, {"train": {"seed": seed}})))
+        parse(Params, preset_tree("dance", seeded))
+    earlier = {"dance-preset-30-epochs": THIRTY_EPOCHS, "dance-preset-no-lookup": NO_LOOKUP}
+    for run, before in earlier.items():
+        assert committed_params(f"{run}/seed{seed}") == \
+            parse(Params, preset_tree("dance", merge(before, seeded)))
 
 
 def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_changes():
@@ -155,17 +161,21 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     cosine = merge(SEVEN_MINUTE_DANCE, {"train": {"lr_schedule": "cosine", "epochs": 30,
                                                   "tfr": {"decay_step": 0.05}}})
     assert committed_params("dance-cosine30") == parse(Params, preset_tree("dance", cosine))
-    b32 = {"data": {"dance": {"train_vi_len": 16}}, **NO_LOOKUP,
-           "train": {"n_future": 15, "first_gap": 0, "steps_per_epoch": 30}}
+    b32 = merge(NO_LOOKUP, {"data": {"dance": {"train_vi_len": 16}},
+                            "train": {"n_future": 15, "first_gap": 0, "steps_per_epoch": 30}})
     assert committed_params("dance-cpu-b32-cos30") == parse(Params, preset_tree("dance", b32))
     assert committed_params("dance-preset-ablations/no-first-gap") == \
-        parse(Params, preset_tree("dance", {**NO_LOOKUP, "train": {"first_gap": 0}}))
-    # Run with LOOKUP_POOL = 1 (before the keys were pooled); its params are the preset's
+        parse(Params, preset_tree("dance", merge(NO_LOOKUP, {"train": {"first_gap": 0}})))
+    # Run with LOOKUP_POOL = 1 (before the keys were pooled), 30 epochs
     assert committed_params("dance-preset-ablations/unpooled-lookup") == \
-        parse(Params, preset_tree("dance"))
+        parse(Params, preset_tree("dance", THIRTY_EPOCHS))
+    # Today's preset with the ramp it had before (seed 1)
+    assert committed_params("dance-preset-ablations/monotonic-kl") == \
+        parse(Params, preset_tree("dance", {"train": {"kl": {"type": "Monotonic"}}}))
 
 
-@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-no-lookup"])
+@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-30-epochs",
+                                  "dance-preset-no-lookup"])
 def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
     psnr = committed_psnr(f"{runs}/seed*")
     assert psnr, f"results/{runs} holds no run"
