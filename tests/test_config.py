@@ -172,6 +172,9 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     # Today's preset with the ramp it had before (seed 1)
     assert committed_params("dance-preset-ablations/monotonic-kl") == \
         parse(Params, preset_tree("dance", {"train": {"kl": {"type": "Monotonic"}}}))
+    # Today's preset without frame t-1 in the fusion (seed 1)
+    assert committed_params("dance-preset-ablations/no-previous-frame") == \
+        parse(Params, preset_tree("dance", {"model": {"dance": {"sees_previous": False}}}))
 
 
 @pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-30-epochs",
