@@ -253,7 +253,7 @@ def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_onl
                 weight.data.normal_(0, 0.3)
         with torch.no_grad():
             context = model.context(frames[0], model.frame_encoder(frames[0]),
-                            model.label_encoder(labels[0]))
+                                    model.label_encoder(labels[0]))
             z = torch.randn(2, *model.latent_shape)
             a, b = (model.predict(frames[0], context, model.frame_encoder(fed),
                                   model.label_encoder(labels[2]), z) for fed in frames[1:3])

@@ -7,8 +7,8 @@ prior (or, as an upper reference, still from the posterior), which reads what th
 frame t-1's features and label t's.
 
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
-generator changes it, and its features, appearance code and look-up are the sequence's context), so
-under teacher forcing every step is known up front and the whole clip runs as one batch; only
+generator changes it, and its features, appearance code and look-up are the sequence's
+context), so under teacher forcing every step is known up front and the whole clip runs as one batch; only
 the autoregressive path loops. A model that reads no fed frame (`sees_previous: false` with the
 fixed prior) always runs as one batch in training, and at test time does not encode its
 predictions.
@@ -87,6 +87,8 @@ def _batched_predict(model: DanceCVAE, first: torch.Tensor, context: Context,
     """`model.predict` on the steps' inputs (T, B, ...) as one batch of T*B steps, the
     sequence's first frame and context (B, ...) the same at every step."""
     T, B = steps[0].shape[:2]
-    every_step = lambda x: x.expand(T, *x.shape).flatten(0, 1)  # noqa: E731
+
+    def every_step(x):  # (B, ...) -> (T*B, ...), step-major as the steps are flattened
+        return x.expand(T, *x.shape).flatten(0, 1)
     return model.predict(every_step(first), Context(*map(every_step, context)),
                          *(x.flatten(0, 1) for x in steps)).unflatten(0, (T, B))
