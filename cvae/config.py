@@ -226,6 +226,9 @@ class TrainConfig:
     # Dance track: a training window's frames after its first start 0..first_gap frames later
     # (drawn per window), so that training sees the dancer far from where the first frame shows it.
     first_gap: int = 0
+    # The loss counts the squared error of pixels that differ from the last given frame
+    # 1 + moving_weight times (0: the plain MSE).
+    moving_weight: float = 0.0
     kl: KLConfig = field(default_factory=KLConfig)
     tfr: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
@@ -236,6 +239,7 @@ class TrainConfig:
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0")
         _require(self.loader_workers >= 0, "train.loader_workers", "must be >= 0")
         _require(self.first_gap >= 0, "train.first_gap", "must be >= 0")
+        _require(self.moving_weight >= 0, "train.moving_weight", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,18 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None) -> torch.Tensor:
     return kl.sum(-1)
 
 
-def sequence_loss(pred, target, mu, logvar, beta: float, prior_mu=None, prior_logvar=None):
+def sequence_loss(pred, target, mu, logvar, beta: float, prior_mu=None, prior_logvar=None,
+                  pixel_weight=None):
     """Loss of one batch of sequences, as SVG sums it: over predicted steps, the MSE (mean over
     batch and pixels) plus beta times the KL from the posterior to the prior (summed over latent
     dims, mean over batch); the prior is N(0, I) unless given (SVG-LP's learned prior).
+    `pixel_weight` (T, B, 1, H, W), if given, scales each pixel's squared error in the loss;
+    the MSE returned stays the plain one, so that logs compare between settings.
 
     pred, target: (T, B, C, H, W); mu, logvar, prior_*: (T, B, z). Returns (loss, mse, kl).
     """
-    mse = ((pred - target) ** 2).mean(dim=(1, 2, 3, 4)).sum()
+    squared = (pred - target) ** 2
+    mse = squared.mean(dim=(1, 2, 3, 4)).sum()
+    fit = mse if pixel_weight is None else (squared * pixel_weight).mean(dim=(1, 2, 3, 4)).sum()
     kl = gaussian_kl(mu, logvar, prior_mu, prior_logvar).mean(dim=1).sum()
-    return mse + beta * kl, mse, kl
+    return fit + beta * kl, mse, kl

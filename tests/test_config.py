@@ -46,6 +46,7 @@ def test_bad_choice_lists_the_choices():
     ({"model": {"skips_from": "svg_code"}, "eval": {"n_past": 1}},
      r"eval\.n_past: must be >= 2 with model\.skips_from: svg_code"),
     ({"train": {"first_gap": -1}}, r"train\.first_gap: must be >= 0"),
+    ({"train": {"moving_weight": -1}}, r"train\.moving_weight: must be >= 0"),
     ({"train": {"first_gap": 2}}, r"train\.first_gap: must be 0 on the robot track"),
     ({"data": {"source": "sim-dance", "dance": {"train_vi_len": 16}},
       "train": {"n_past": 1, "n_future": 7, "first_gap": 9}},

@@ -34,3 +34,15 @@ def test_sequence_loss_sums_steps_and_averages_the_batch():
     assert mse.item() == pytest.approx(3 * 0.25)
     assert kl.item() == pytest.approx(3 * 1.0)
     assert loss.item() == pytest.approx(0.75 + 0.1 * 3)
+
+
+def test_pixel_weights_scale_the_fit_term_and_leave_the_logged_mse_plain():
+    T, B = 2, 1
+    pred, target = torch.zeros(T, B, 3, 2, 2), torch.full((T, B, 3, 2, 2), 0.5)
+    weight = torch.ones(T, B, 1, 2, 2)
+    weight[:, :, :, 0, 0] = 5.0  # one pixel of four counts 5 times: mean weight 2
+    mu = torch.zeros(T, B, 4)
+    loss, mse, kl = sequence_loss(pred, target, mu, mu, beta=0.1, pixel_weight=weight)
+    assert mse.item() == pytest.approx(2 * 0.25)
+    assert kl.item() == 0.0
+    assert loss.item() == pytest.approx(2 * 0.25 * 2.0)

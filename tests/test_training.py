@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,31 @@ def shards(tmp_path):
     write_random_raw(tmp_path / "raw", {"train": 4, "val": 2, "test": 2})
     prepare(tmp_path / "raw", tmp_path / "shards", shard_size=3, seq_len=8)
     return tmp_path / "shards"
+
+
+def test_moving_weight_counts_the_pixels_that_differ_from_the_last_given_frame():
+    """The loss with `moving_weight` w: pixels where the truth differs from frame n_past-1 by
+    more than the moving threshold count 1 + w times; the MSE logged stays the plain one."""
+    frames = torch.zeros(3, 1, 3, 2, 2)  # T=3, n_past=2: frame 1 is the reference
+    frames[2, 0, 1, 0, 0] = 0.5  # the last frame moved at one pixel (one channel)
+    frames[2, 0, :, 1, 1] = 0.05  # below the threshold: not moving
+    prediction = torch.full_like(frames[1:], 0.2)
+    zeros = torch.zeros(2, 1, 4)
+
+    def rollout(model, frames, conds, n_past, teacher_forcing):
+        return types.SimpleNamespace(frames=prediction, mu=zeros, logvar=zeros,
+                                     prior_mu=zeros, prior_logvar=zeros)
+
+    def loss_and_mse(weight):
+        loss, mse, _ = training.Objective(torch.nn.Identity(), rollout, weight)(
+            frames, None, 2, True, 0.1)
+        return loss.item(), mse.item()
+
+    squared = (prediction - frames[1:]) ** 2
+    plain = squared.mean(dim=(1, 2, 3, 4)).sum().item()
+    moving = squared[1, 0, :, 0, 0].sum().item() / squared[0].numel()  # the moved pixel's share
+    assert loss_and_mse(0.0) == pytest.approx((plain, plain))
+    assert loss_and_mse(4.0) == pytest.approx((plain + 4 * moving, plain))
 
 
 def _rows(path):
@@ -299,7 +325,8 @@ def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
     """A setting added to TrainConfig or DanceModelConfig changes every fingerprint unless it is
     left out at the value that behaves as before (`cvae.runtime.ADDED_LATER`): without that,
     upgrading would refuse every saved checkpoint. The value below was computed at commit
-    c2c0476, before `train.first_gap` and `model.dance.first_lookup_dim` existed."""
+    c2c0476, before `train.first_gap`, `train.moving_weight` and `model.dance.first_lookup_dim`
+    existed."""
     meta = {"shards": {"train": [{"frames": "frames-00000.npy"}]}}
     assert fingerprint(Params(), meta) == "69b541d55e55f7c1", (
         "a new setting changed the fingerprint of unchanged runs: add it to ADDED_LATER")
@@ -308,3 +335,5 @@ def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
     assert fingerprint(parse(Params, gapped), meta) != fingerprint(parse(Params, dance), meta)
     looking_up = {**dance, "model": {"dance": {"first_lookup_dim": 8}}}
     assert fingerprint(parse(Params, looking_up), meta) != fingerprint(parse(Params, dance), meta)
+    weighted = {**dance, "train": {"n_past": 1, "moving_weight": 10}}
+    assert fingerprint(parse(Params, weighted), meta) != fingerprint(parse(Params, dance), meta)
