@@ -114,6 +114,9 @@ class DanceModelConfig:
     # The first frame's features join the fusion at every step: what the residual changes, so
     # the first frame's dancer can be erased (course: False)
     sees_first: bool = True
+    # The first label's features join the fusion too: where the first frame's dancer stood,
+    # drawn as plainly as the label of frame t shows where it stands now
+    sees_first_label: bool = False
     # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
     # first frame, label t and z_t alone, so a blurred prediction is never fed back and
     # teacher forcing has nothing to act on

@@ -137,6 +137,8 @@ SEVEN_MINUTE_DANCE = {"data": {"dance": {"train_vi_len": 16}},
 THIRTY_EPOCHS = {"train": {"epochs": 30, "kl": {"type": "Monotonic"}}}
 # and before the label-guided look-up
 NO_LOOKUP = merge(THIRTY_EPOCHS, {"model": {"dance": {"first_lookup_dim": 0}}})
+MOVING_WEIGHTS = sorted(int(p.name.rsplit("-", 1)[1]) for p in
+                        (REPO / "results/dance-preset-ablations").glob("moving-weight-*"))
 PRESET_SEEDS = sorted(int(p.name[4:]) for p in (REPO / "results/dance-preset").glob("seed*"))
 
 
@@ -176,6 +178,10 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     # Today's preset without frame t-1 in the fusion (seed 1)
     assert committed_params("dance-preset-ablations/no-previous-frame") == \
         parse(Params, preset_tree("dance", {"model": {"dance": {"sees_previous": False}}}))
+    # Today's preset with the moving region weighted in the loss (seed 1)
+    for weight in MOVING_WEIGHTS:
+        assert committed_params(f"dance-preset-ablations/moving-weight-{weight}") == \
+            parse(Params, preset_tree("dance", {"train": {"moving_weight": weight}}))
 
 
 @pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-30-epochs",

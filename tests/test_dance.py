@@ -30,9 +30,10 @@ ADDED = dataclasses.replace(TINY, composite=False)
 LEARNED = dataclasses.replace(TINY, prior="learned")
 NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
 LOOKUP = dataclasses.replace(TINY, patch=2, first_lookup_dim=4)
+FIRST_LABEL = dataclasses.replace(TINY, sees_first_label=True)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
             dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS,
-            LOOKUP]
+            LOOKUP, FIRST_LABEL]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -302,6 +303,33 @@ def test_the_fusion_sees_the_first_frame_and_its_appearance_only_when_asked():
     lookup = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False,
                                                            appearance_dim=0, first_lookup_dim=4))
     assert lookup.all()
+
+
+def test_the_fusion_sees_the_first_label_only_when_asked():
+    """With `sees_first_label` (and nothing else from the first frame), a prediction changes
+    where the first label changed, near it only; without it, not at all."""
+    torch.manual_seed(3)
+    frames, labels = _batch()
+    other = labels[0].clone()
+    other[..., :8] = 0.5
+
+    def changed(**options):
+        model = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8,
+                                           residual=False, sees_first=False, appearance_dim=0,
+                                           **options)).eval()
+        z = torch.zeros(2, *model.latent_shape)
+        with torch.no_grad():
+            a, b = (model.predict(frames[0], model.context(frames[0],
+                                                           model.frame_encoder(frames[0]),
+                                                           model.label_encoder(first_label)),
+                                  model.frame_encoder(frames[1]), model.label_encoder(labels[2]),
+                                  z)
+                    for first_label in (labels[0], other))
+        return (a - b).abs().amax(dim=(0, 1, 2)) > 1e-6
+
+    assert not changed().any()
+    seen = changed(sees_first_label=True)
+    assert seen[:8].all() and not seen[40:].any()
 
 
 def test_the_look_up_reads_the_first_frame_where_the_first_label_drew_the_same_bone():

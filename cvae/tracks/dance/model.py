@@ -23,6 +23,8 @@ label), join the fusion's input at every step:
   first frame      its features (`sees_first`): what the residual changes. Without them the
                    model cannot know where the first frame's dancer stands, so it cannot erase
                    it (a faded copy stays: the "ghost").
+  first label      its features (`sees_first_label`): the first dancer's place as the labels
+                   draw it, beside label t's.
   appearance code  (`appearance_dim` > 0) attention pooling over the first frame's and label's
                    features, broadcast to every pixel: the background and costume colours, so
                    that a limb can be painted far from where the first frame shows it and
@@ -137,7 +139,8 @@ class DanceCVAE(nn.Module):
             nn.init.zeros_(self.prior_net[-1].bias)
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
-        context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
+        context = ((cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
+                   + (cfg.L_dim if cfg.sees_first_label else 0))
         looked_up = 0
         if cfg.first_lookup_dim:  # it reads the first frame's features and pixels (patch-stacked)
             looked_up = cfg.F_dim + channels * cfg.patch ** 2
@@ -185,6 +188,8 @@ class DanceCVAE(nn.Module):
         and values."""
         none = first_features[:, :0]
         parts = [first_features] if self.cfg.sees_first else []
+        if self.cfg.sees_first_label:
+            parts.append(first_label_features)
         if self.cfg.appearance_dim:
             parts.append(self.appearance(torch.cat([first_features, first_label_features], 1)))
         maps = torch.cat(parts, 1) if parts else none
