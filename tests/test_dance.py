@@ -267,21 +267,27 @@ def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_onl
         assert torch.allclose(free, forced, atol=1e-5) == (not fed_frame_matters)
 
 
-def _change_from_the_first_frame(cfg) -> torch.Tensor:
+def _change_from_the_first(cfg, what: str = "frame") -> torch.Tensor:
     """Where (columns, (64,) bool) a prediction from the same previous frame, label and z
-    changes when only the first frame's left 8 columns differ (without the residual, through
-    which the first frame reaches the output directly)."""
+    changes when only the left 8 columns of the first frame (`what="frame"`) or of the first
+    label (`"label"`) differ (without the residual, through which the first frame reaches the
+    output directly)."""
     torch.manual_seed(3)
     model = DanceCVAE(dataclasses.replace(cfg, residual=False)).eval()
     frames, labels = _batch()
-    other = frames[0].clone()
-    other[..., :8] = 0.5
     z = torch.zeros(2, *model.latent_shape)
+
+    def predict(first, first_label):
+        context = model.context(first, model.frame_encoder(first),
+                                model.label_encoder(first_label))
+        return model.predict(first, context, model.frame_encoder(frames[1]),
+                             model.label_encoder(labels[2]), z)
+
+    other = (frames if what == "frame" else labels)[0].clone()
+    other[..., :8] = 0.5
     with torch.no_grad():
-        a, b = (model.predict(first, model.context(first, model.frame_encoder(first),
-                                                    model.label_encoder(labels[0])),
-                              model.frame_encoder(frames[1]), model.label_encoder(labels[2]), z)
-                for first in (frames[0], other))
+        a = predict(frames[0], labels[0])
+        b = predict(other, labels[0]) if what == "frame" else predict(frames[0], other)
     return (a - b).abs().amax(dim=(0, 1, 2)) > 1e-6
 
 
@@ -289,46 +295,28 @@ def test_the_fusion_sees_the_first_frame_and_its_appearance_only_when_asked():
     """The course's inputs cannot tell where the first frame's dancer stood (what the residual
     must erase); `sees_first` can, near where it changed; the appearance code, everywhere."""
     small = dict(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
-    course = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False,
-                                                           appearance_dim=0))
+    course = _change_from_the_first(DanceModelConfig(**small, sees_first=False,
+                                                     appearance_dim=0))
     assert not course.any()
-    first = _change_from_the_first_frame(DanceModelConfig(**small, appearance_dim=0))
+    first = _change_from_the_first(DanceModelConfig(**small, appearance_dim=0))
     assert first[:8].all() and not first[40:].any()  # convolutions reach a few pixels
-    code = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False))
+    code = _change_from_the_first(DanceModelConfig(**small, sees_first=False))
     assert code.all()
     appearance = DanceCVAE(DanceModelConfig(**small)).appearance
     out = appearance(torch.rand(2, 12, 32, 64))
     assert out.shape == (2, 16, 32, 64)
     assert torch.equal(out, out[..., :1, :1].expand_as(out))  # one code for every pixel
-    lookup = _change_from_the_first_frame(DanceModelConfig(**small, sees_first=False,
-                                                           appearance_dim=0, first_lookup_dim=4))
+    lookup = _change_from_the_first(DanceModelConfig(**small, sees_first=False,
+                                                     appearance_dim=0, first_lookup_dim=4))
     assert lookup.all()
 
 
 def test_the_fusion_sees_the_first_label_only_when_asked():
     """With `sees_first_label` (and nothing else from the first frame), a prediction changes
     where the first label changed, near it only; without it, not at all."""
-    torch.manual_seed(3)
-    frames, labels = _batch()
-    other = labels[0].clone()
-    other[..., :8] = 0.5
-
-    def changed(**options):
-        model = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8,
-                                           residual=False, sees_first=False, appearance_dim=0,
-                                           **options)).eval()
-        z = torch.zeros(2, *model.latent_shape)
-        with torch.no_grad():
-            a, b = (model.predict(frames[0], model.context(frames[0],
-                                                           model.frame_encoder(frames[0]),
-                                                           model.label_encoder(first_label)),
-                                  model.frame_encoder(frames[1]), model.label_encoder(labels[2]),
-                                  z)
-                    for first_label in (labels[0], other))
-        return (a - b).abs().amax(dim=(0, 1, 2)) > 1e-6
-
-    assert not changed().any()
-    seen = changed(sees_first_label=True)
+    small = dict(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, sees_first=False, appearance_dim=0)
+    assert not _change_from_the_first(DanceModelConfig(**small), "label").any()
+    seen = _change_from_the_first(DanceModelConfig(**small, sees_first_label=True), "label")
     assert seen[:8].all() and not seen[40:].any()
 
 

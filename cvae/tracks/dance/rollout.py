@@ -8,10 +8,10 @@ frame t-1's features and label t's.
 
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
 generator changes it, and its features, appearance code and look-up are the sequence's
-context), so under teacher forcing every step is known up front and the whole clip runs as one batch; only
-the autoregressive path loops. A model that reads no fed frame (`sees_previous: false` with the
-fixed prior) always runs as one batch in training, and at test time does not encode its
-predictions.
+context), so under teacher forcing every step is known up front and the whole clip runs as one
+batch; only the autoregressive path loops. A model that reads no fed frame (`sees_previous:
+false` with the fixed prior) always runs as one batch in training, and at test time does not
+encode its predictions.
 """
 from __future__ import annotations
 
