@@ -117,6 +117,10 @@ class DanceModelConfig:
     # The first label's features join the fusion too: where the first frame's dancer stood,
     # drawn as plainly as the label of frame t shows where it stands now
     sees_first_label: bool = False
+    # With the composite: a background plate, painted once per sequence from the first frame
+    # and label (its dancer covered), is what the mask keeps where it is 0, instead of the
+    # first frame itself: where the dancer has left, no step has to erase it again
+    plate: bool = False
     # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
     # first frame, label t and z_t alone, so a blurred prediction is never fed back and
     # teacher forcing has nothing to act on
@@ -142,6 +146,8 @@ class DanceModelConfig:
         _require(self.appearance_dim >= 0, "model.dance.appearance_dim", "must be 0 or more")
         _require(self.first_lookup_dim >= 0, "model.dance.first_lookup_dim", "must be 0 or more")
         _positive(self, "patch", prefix="model.dance")
+        _require(not self.plate or (self.residual and self.composite), "model.dance.plate",
+                 "needs residual and composite (the plate is what the composite's mask keeps)")
 
 
 @dataclass(frozen=True)

@@ -24,16 +24,17 @@ from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_ru
 
 TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 # The model's variants: ours (first frame, appearance code, composite), on 2x2 patches, with an
-# added change instead of the composite, the course's inputs (previous frame, label, z), and
-# with the label-guided look-up
+# added change instead of the composite, the course's inputs (previous frame, label, z), with
+# the label-guided look-up, with the first label in the fusion, and over a background plate
 ADDED = dataclasses.replace(TINY, composite=False)
 LEARNED = dataclasses.replace(TINY, prior="learned")
 NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
 LOOKUP = dataclasses.replace(TINY, patch=2, first_lookup_dim=4)
 FIRST_LABEL = dataclasses.replace(TINY, sees_first_label=True)
+PLATE = dataclasses.replace(TINY, patch=2, plate=True)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
             dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS,
-            LOOKUP, FIRST_LABEL]
+            LOOKUP, FIRST_LABEL, PLATE]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_teacher_forced_batches_equal_the_step_by_step_rollout(cfg):
     context = model.context(frames[0], model.frame_encoder(frames[0]),
                             model.label_encoder(labels[0]))
     for t in range(1, 5):
-        step = model.predict(frames[0], context, model.frame_encoder(frames[t - 1]),
+        step = model.predict(context, model.frame_encoder(frames[t - 1]),
                              model.label_encoder(labels[t]),
                              mu[t - 1] + torch.exp(0.5 * logvar[t - 1]) * z[t - 1])
         torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
@@ -210,7 +211,9 @@ def test_an_untrained_residual_model_copies_the_first_frame(cfg):
     with torch.no_grad():
         preds = generate(model, frames[0], labels, lambda t, fed, f: torch.randn(2, *model.latent_shape))
     if cfg.composite:  # the mask starts at sigmoid(MASK_START), not 0: the first frame, almost
-        torch.testing.assert_close(preds, frames[0].expand_as(preds), atol=0.004, rtol=0)
+        # (a plate is a second such composite under the step's)
+        torch.testing.assert_close(preds, frames[0].expand_as(preds),
+                                   atol=0.008 if cfg.plate else 0.004, rtol=0)
     else:
         assert torch.equal(preds, frames[0].expand_as(preds))
     course = DanceCVAE(DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, residual=False))
@@ -227,6 +230,28 @@ def test_the_composite_mask_picks_the_painting_over_the_first_frame():
         to_rgb.bias[3] = 20.0  # the mask's logit: the painting everywhere
         preds = generate(model, frames[0], labels, lambda t, fed, f: torch.zeros(2, *model.latent_shape))
     torch.testing.assert_close(preds, torch.full_like(preds, 0.5))  # sigmoid(0), not the first
+
+
+def test_the_plate_is_what_the_mask_keeps_and_trains_through_it():
+    """With `plate`, a step's composite keeps the sequence's background plate where its mask is
+    0, not the first frame: the plate's own composite over the first frame, painted once per
+    sequence, learns from every step's loss."""
+    model = DanceCVAE(PLATE)
+    plate_rgb = model.plate[2]  # zero weights: its biases alone say what is painted and where
+    frames, labels = _batch()
+    with torch.no_grad():
+        plate_rgb.bias[:12] = 2.0  # the painting's logits (3 channels x 2 x 2 pixels)
+        plate_rgb.bias[12:] = 20.0  # the mask's: the painting everywhere
+        context = model.context(frames[0], model.frame_encoder(frames[0]),
+                                model.label_encoder(labels[0]))
+    torch.testing.assert_close(context.base, torch.full_like(frames[0], torch.sigmoid(torch.tensor(2.0)).item()))
+    out = rollout(model, frames, labels, teacher_forcing=False).frames
+    # The steps' masks start at sigmoid(MASK_START): the plate, almost exactly
+    torch.testing.assert_close(out, context.base.expand_as(out), atol=0.004, rtol=0)
+    ((out - frames[1:]) ** 2).mean().backward()
+    assert plate_rgb.bias.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="model.dance.plate"):
+        dataclasses.replace(PLATE, composite=False).check()
 
 
 @pytest.mark.parametrize("cfg", VARIANTS)
@@ -256,7 +281,7 @@ def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_onl
             context = model.context(frames[0], model.frame_encoder(frames[0]),
                                     model.label_encoder(labels[0]))
             z = torch.randn(2, *model.latent_shape)
-            a, b = (model.predict(frames[0], context, model.frame_encoder(fed),
+            a, b = (model.predict(context, model.frame_encoder(fed),
                                   model.label_encoder(labels[2]), z) for fed in frames[1:3])
             torch.manual_seed(2)
             free = rollout(model, frames, labels, teacher_forcing=False).frames
@@ -280,7 +305,7 @@ def _change_from_the_first(cfg, what: str = "frame") -> torch.Tensor:
     def predict(first, first_label):
         context = model.context(first, model.frame_encoder(first),
                                 model.label_encoder(first_label))
-        return model.predict(first, context, model.frame_encoder(frames[1]),
+        return model.predict(context, model.frame_encoder(frames[1]),
                              model.label_encoder(labels[2]), z)
 
     other = (frames if what == "frame" else labels)[0].clone()

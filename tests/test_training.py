@@ -325,8 +325,8 @@ def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
     """A setting added to TrainConfig or DanceModelConfig changes every fingerprint unless it is
     left out at the value that behaves as before (`cvae.runtime.ADDED_LATER`): without that,
     upgrading would refuse every saved checkpoint. The value below was computed at commit
-    c2c0476, before `train.first_gap`, `train.moving_weight`, `model.dance.first_lookup_dim`
-    and `model.dance.sees_first_label` existed."""
+    c2c0476, before `train.first_gap`, `train.moving_weight`, `model.dance.first_lookup_dim`,
+    `model.dance.sees_first_label` and `model.dance.plate` existed."""
     meta = {"shards": {"train": [{"frames": "frames-00000.npy"}]}}
     assert fingerprint(Params(), meta) == "69b541d55e55f7c1", (
         "a new setting changed the fingerprint of unchanged runs: add it to ADDED_LATER")
@@ -337,5 +337,7 @@ def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
     assert fingerprint(parse(Params, looking_up), meta) != fingerprint(parse(Params, dance), meta)
     first_label = {**dance, "model": {"dance": {"sees_first_label": True}}}
     assert fingerprint(parse(Params, first_label), meta) != fingerprint(parse(Params, dance), meta)
+    plate = {**dance, "model": {"dance": {"plate": True}}}
+    assert fingerprint(parse(Params, plate), meta) != fingerprint(parse(Params, dance), meta)
     weighted = {**dance, "train": {"n_past": 1, "moving_weight": 10}}
     assert fingerprint(parse(Params, weighted), meta) != fingerprint(parse(Params, dance), meta)

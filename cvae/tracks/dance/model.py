@@ -25,6 +25,10 @@ label), join the fusion's input at every step:
                    it (a faded copy stays: the "ghost").
   first label      its features (`sees_first_label`): the first dancer's place as the labels
                    draw it, beside label t's.
+  background plate (`plate`) the first frame with its dancer painted over, once per sequence (a
+                   mask and a painting, as the generator's composite): the frame the
+                   generator's composite changes instead of the first frame itself, so that
+                   where the dancer has left, no step has to erase it again.
   appearance code  (`appearance_dim` > 0) attention pooling over the first frame's and label's
                    features, broadcast to every pixel: the background and costume colours, so
                    that a limb can be painted far from where the first frame shows it and
@@ -113,10 +117,12 @@ class AppearanceCode(nn.Module):
 
 
 class Context(NamedTuple):
-    """What a sequence's first frame and label tell every step: maps the fusion reads as they
-    are (B, C, H, W), and the look-up's keys (B, d, h, w) and values (B, V, h, w); a tensor of
-    no channels for each that the options leave out."""
+    """What a sequence's first frame and label tell every step: the frame the residual
+    generator changes (B, C, H, W: the first frame, or its background plate), maps the fusion
+    reads as they are (B, C, H, W), and the look-up's keys (B, d, h, w) and values (B, V, h, w);
+    a tensor of no channels for each that the options leave out."""
 
+    base: torch.Tensor
     maps: torch.Tensor
     keys: torch.Tensor
     values: torch.Tensor
@@ -148,21 +154,24 @@ class DanceCVAE(nn.Module):
             self.lookup_key = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
             self.lookup_pool = LOOKUP_POOL  # an attribute, so a benchmark can time 1 beside it
         previous = cfg.F_dim if cfg.sees_previous else 0
+        if cfg.plate:
+            self.plate = _painter(cfg.F_dim + cfg.L_dim + cfg.appearance_dim,
+                                  cfg.D_out_dim // 2, channels, cfg.patch)
         self.fusion = nn.Sequential(
             ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
-        # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
-        out_channels = channels + 1 if cfg.residual and cfg.composite else channels
-        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, out_channels * cfg.patch ** 2, 1)
-        if cfg.residual:
-            nn.init.zeros_(to_rgb.weight)
-            nn.init.zeros_(to_rgb.bias)
-            if cfg.composite:  # the mask starts near 0: the first frame, almost exactly
-                nn.init.constant_(to_rgb.bias[channels * cfg.patch ** 2:], MASK_START)
-        self.generator = nn.Sequential(
-            ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
-            ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
-            to_rgb, nn.PixelShuffle(cfg.patch), nn.Identity() if cfg.residual else nn.Sigmoid())
+        if cfg.residual and cfg.composite:
+            self.generator = _painter(cfg.D_out_dim, cfg.D_out_dim // 2, channels, cfg.patch)
+        else:
+            to_rgb = nn.Conv2d(cfg.D_out_dim // 2, channels * cfg.patch ** 2, 1)
+            if cfg.residual:  # no change at first: the first frame, exactly
+                nn.init.zeros_(to_rgb.weight)
+                nn.init.zeros_(to_rgb.bias)
+            self.generator = nn.Sequential(
+                ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
+                ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
+                to_rgb, nn.PixelShuffle(cfg.patch),
+                nn.Identity() if cfg.residual else nn.Sigmoid())
 
     @property
     def reads_fed_frame(self) -> bool:
@@ -187,18 +196,22 @@ class DanceCVAE(nn.Module):
         every step: the maps (its features and/or the appearance code) and the look-up's keys
         and values."""
         none = first_features[:, :0]
+        code = (self.appearance(torch.cat([first_features, first_label_features], 1))
+                if self.cfg.appearance_dim else none)
+        base = (_composite(first, self.plate(torch.cat(
+                    [first_features, first_label_features, code], 1)))
+                if self.cfg.plate else first)
         parts = [first_features] if self.cfg.sees_first else []
         if self.cfg.sees_first_label:
             parts.append(first_label_features)
-        if self.cfg.appearance_dim:
-            parts.append(self.appearance(torch.cat([first_features, first_label_features], 1)))
-        maps = torch.cat(parts, 1) if parts else none
+        parts.append(code)
+        maps = torch.cat(parts, 1)
         if not self.cfg.first_lookup_dim:
-            return Context(maps, none, none)
+            return Context(base, maps, none, none)
         keys = self.lookup_key(first_label_features)
         values = torch.cat([first_features, F.pixel_unshuffle(first, self.cfg.patch)], 1)
-        return Context(maps, *(F.avg_pool2d(x, self.lookup_pool, ceil_mode=True)
-                               for x in (keys, values)))
+        return Context(base, maps, *(F.avg_pool2d(x, self.lookup_pool, ceil_mode=True)
+                                     for x in (keys, values)))
 
     def look_up(self, label_features, keys, values):
         """At every position of label t's features (B, L, H, W): the values (B, V, h, w) at the
@@ -207,18 +220,36 @@ class DanceCVAE(nn.Module):
         read = F.scaled_dot_product_attention(*(x.flatten(2).mT for x in (query, keys, values)))
         return read.mT.unflatten(2, label_features.shape[2:])
 
-    def predict(self, first, context, previous_features, label_features, z):
-        """Frame t (B, C, H, W) from the sequence's context (`context`), frame t-1's features,
-        label t's and z_t (and, with `residual`, the first frame, which the output changes).
-        Without `sees_previous`, frame t-1's features are not used."""
+    def predict(self, context, previous_features, label_features, z):
+        """Frame t (B, C, H, W) from the sequence's context (`context`, whose base the residual
+        output changes), frame t-1's features, label t's and z_t. Without `sees_previous`,
+        frame t-1's features are not used."""
         previous = [previous_features] if self.cfg.sees_previous else []
         looked_up = ([self.look_up(label_features, context.keys, context.values)]
                      if self.cfg.first_lookup_dim else [])
         fused = self.fusion(torch.cat([*previous, label_features, z, context.maps, *looked_up], 1))
         out = self.generator(fused)
         if self.cfg.residual and self.cfg.composite:
-            # In the first frame's dtype: under bf16 autocast the generator's output is bf16,
-            # and lerp does not promote (a no-op in fp32)
-            painted, mask = (x.sigmoid().to(first.dtype) for x in (out[:, :-1], out[:, -1:]))
-            return torch.lerp(first, painted, mask)
-        return (first + out).clamp(0, 1) if self.cfg.residual else out
+            return _composite(context.base, out)
+        return (context.base + out).clamp(0, 1) if self.cfg.residual else out
+
+
+def _painter(cin: int, width: int, channels: int, patch: int) -> nn.Sequential:
+    """Features (B, cin, H/patch, W/patch) -> a painting and a mask's logit, (B, channels + 1,
+    H, W), for `_composite`: two residual blocks, then one channel per pixel of each patch. It
+    starts painting nothing: mid-grey under a mask at sigmoid(MASK_START)."""
+    to_rgb = nn.Conv2d(width, (channels + 1) * patch ** 2, 1)
+    nn.init.zeros_(to_rgb.weight)
+    nn.init.zeros_(to_rgb.bias)
+    nn.init.constant_(to_rgb.bias[channels * patch ** 2:], MASK_START)
+    return nn.Sequential(ResidualBlock(cin, width), ResidualBlock(width, width), to_rgb,
+                         nn.PixelShuffle(patch))
+
+
+def _composite(base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`base` (B, C, H, W) where the mask (out's last channel, a logit) is 0, the painting (its
+    other channels, logits) where it is 1."""
+    # In the base's dtype: under bf16 autocast the painter's output is bf16, and lerp does not
+    # promote (a no-op in fp32)
+    painted, mask = (x.sigmoid().to(base.dtype) for x in (out[:, :-1], out[:, -1:]))
+    return torch.lerp(base, painted, mask)

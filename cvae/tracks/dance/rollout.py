@@ -39,18 +39,16 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
-    first = frames[0]
     # A model that reads no fed frame has every step known up front, teacher forcing or not.
     if teacher_forcing or not model.reads_fed_frame:
-        predictions = _batched_predict(model, first, context, frame_features[:-1],
-                                       label_features, z)
+        predictions = _batched_predict(model, context, frame_features[:-1], label_features, z)
         prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
             frame_features[:-1].flatten(0, 1), label_features.flatten(0, 1)))
     else:
         fed_features, outputs, priors = frame_features[0], [], []
         for t in range(T - 1):
             priors.append(model.prior(fed_features, label_features[t]))
-            outputs.append(model.predict(first, context, fed_features, label_features[t], z[t]))
+            outputs.append(model.predict(context, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
                 fed_features = model.frame_encoder(outputs[-1])
         predictions = torch.stack(outputs)
@@ -70,7 +68,7 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
     context = model.context(first, fed_features, model.label_encoder(labels[0]))
     for t in range(1, labels.shape[0]):
         label_features = model.label_encoder(labels[t])
-        outputs.append(model.predict(first, context, fed_features, label_features,
+        outputs.append(model.predict(context, fed_features, label_features,
                                      latent(t, fed_features, label_features)))
         if t < labels.shape[0] - 1 and model.reads_fed_frame:
             fed_features = model.frame_encoder(outputs[-1])
@@ -82,13 +80,12 @@ def _batched(module, x: torch.Tensor) -> torch.Tensor:
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
-def _batched_predict(model: DanceCVAE, first: torch.Tensor, context: Context,
-                     *steps: torch.Tensor) -> torch.Tensor:
+def _batched_predict(model: DanceCVAE, context: Context, *steps: torch.Tensor) -> torch.Tensor:
     """`model.predict` on the steps' inputs (T, B, ...) as one batch of T*B steps, the
-    sequence's first frame and context (B, ...) the same at every step."""
+    sequence's context (B, ...) the same at every step."""
     T, B = steps[0].shape[:2]
 
     def every_step(x):  # (B, ...) -> (T*B, ...), step-major as the steps are flattened
         return x.expand(T, *x.shape).flatten(0, 1)
-    return model.predict(every_step(first), Context(*map(every_step, context)),
+    return model.predict(Context(*map(every_step, context)),
                          *(x.flatten(0, 1) for x in steps)).unflatten(0, (T, B))
