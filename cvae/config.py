@@ -117,9 +117,10 @@ class DanceModelConfig:
     # The first label's features join the fusion too: where the first frame's dancer stood,
     # drawn as plainly as the label of frame t shows where it stands now
     sees_first_label: bool = False
-    # With the composite: a background plate, painted once per sequence from the first frame
-    # and label (its dancer covered), is what the mask keeps where it is 0, instead of the
-    # first frame itself: where the dancer has left, no step has to erase it again
+    # With the composite: what the mask keeps where it is 0 is a background plate instead of
+    # the first frame itself: once per sequence, a learned mask covers the first frame's
+    # dancer and the background around fills it, so where the dancer has left, no step has to
+    # erase it again
     plate: bool = False
     # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
     # first frame, label t and z_t alone, so a blurred prediction is never fed back and

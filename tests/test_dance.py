@@ -18,7 +18,7 @@ from cvae.data.prepare import prepare
 from cvae.data.shards import Split
 from cvae.samples import to_uint8
 from cvae.metrics import psnr
-from cvae.tracks.dance.model import LOOKUP_POOL, DanceCVAE
+from cvae.tracks.dance.model import LOOKUP_POOL, DanceCVAE, _fill
 from cvae.tracks.dance.submission import read_submission, write_submission
 from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_run
 
@@ -232,24 +232,35 @@ def test_the_composite_mask_picks_the_painting_over_the_first_frame():
     torch.testing.assert_close(preds, torch.full_like(preds, 0.5))  # sigmoid(0), not the first
 
 
-def test_the_plate_is_what_the_mask_keeps_and_trains_through_it():
+def test_the_plate_fills_the_masked_dancer_from_the_background_around_it():
+    background, costume = torch.tensor([0.2, 0.5, 0.3]), torch.tensor([0.9, 0.1, 0.6])
+    image = background[:, None, None].expand(3, 32, 64).clone()
+    image[:, 10:20, 30:34] = costume[:, None, None]  # a torso of 10 x 4 pixels
+    mask = torch.zeros(1, 32, 64)
+    mask[:, 9:21, 29:35] = 1  # covers it, with a pixel of background to spare
+    plate = _fill(image[None], mask[None])[0]
+    torch.testing.assert_close(plate, background[:, None, None].expand_as(plate))
+    half = _fill(image[None], 0.5 * mask[None])[0][:, 15, 31]  # half-covered: in between
+    assert ((half - costume).abs() > 0.1).all() and ((half - background).abs() > 0.1).all()
+
+
+def test_the_plate_is_what_the_composite_keeps_and_trains_through_it():
     """With `plate`, a step's composite keeps the sequence's background plate where its mask is
-    0, not the first frame: the plate's own composite over the first frame, painted once per
-    sequence, learns from every step's loss."""
+    0, not the first frame; the plate's mask, found once per sequence, learns from every
+    step's loss."""
     model = DanceCVAE(PLATE)
-    plate_rgb = model.plate[2]  # zero weights: its biases alone say what is painted and where
     frames, labels = _batch()
     with torch.no_grad():
-        plate_rgb.bias[:12] = 2.0  # the painting's logits (3 channels x 2 x 2 pixels)
-        plate_rgb.bias[12:] = 20.0  # the mask's: the painting everywhere
+        model.plate_mask[2].bias.fill_(20.0)  # the dancer everywhere: every pixel filled
         context = model.context(frames[0], model.frame_encoder(frames[0]),
                                 model.label_encoder(labels[0]))
-    torch.testing.assert_close(context.base, torch.full_like(frames[0], torch.sigmoid(torch.tensor(2.0)).item()))
+    expected = _fill(frames[0], torch.ones(2, 1, 32, 64))
+    torch.testing.assert_close(context.base, expected)
+    assert (context.base - frames[0]).abs().amax() > 0.1
+    model.plate_mask[2].bias.data.fill_(-2.0)  # between: a gradient to follow
     out = rollout(model, frames, labels, teacher_forcing=False).frames
-    # The steps' masks start at sigmoid(MASK_START): the plate, almost exactly
-    torch.testing.assert_close(out, context.base.expand_as(out), atol=0.004, rtol=0)
     ((out - frames[1:]) ** 2).mean().backward()
-    assert plate_rgb.bias.grad.abs().sum() > 0
+    assert model.plate_mask[2].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="model.dance.plate"):
         dataclasses.replace(PLATE, composite=False).check()
 

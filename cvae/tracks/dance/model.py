@@ -25,9 +25,10 @@ label), join the fusion's input at every step:
                    it (a faded copy stays: the "ghost").
   first label      its features (`sees_first_label`): the first dancer's place as the labels
                    draw it, beside label t's.
-  background plate (`plate`) the first frame with its dancer painted over, once per sequence (a
-                   mask and a painting, as the generator's composite): the frame the
-                   generator's composite changes instead of the first frame itself, so that
+  background plate (`plate`) the first frame with its dancer filled in, once per sequence: a
+                   learned mask says where the dancer stands, and under it each pixel takes
+                   the average of the unmasked pixels around it (normalized convolution).
+                   The generator's composite then changes the plate, not the first frame, so
                    where the dancer has left, no step has to erase it again.
   appearance code  (`appearance_dim` > 0) attention pooling over the first frame's and label's
                    features, broadcast to every pixel: the background and costume colours, so
@@ -59,6 +60,9 @@ MASK_START = -5.0  # logit of the composite's mask at initialisation: 0.7% paint
 # work (it cost half a training step at patch 2 without), and a costume's colour is constant
 # over a limb's few pixels
 LOOKUP_POOL = 2
+# The plate fills a masked pixel from the unmasked ones in the PLATE_REACH x PLATE_REACH square
+# around it: wider than a limb, so that a masked limb or torso has background in reach
+PLATE_REACH = 15
 
 
 class ResidualBlock(nn.Module):
@@ -154,24 +158,29 @@ class DanceCVAE(nn.Module):
             self.lookup_key = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
             self.lookup_pool = LOOKUP_POOL  # an attribute, so a benchmark can time 1 beside it
         previous = cfg.F_dim if cfg.sees_previous else 0
-        if cfg.plate:
-            self.plate = _painter(cfg.F_dim + cfg.L_dim + cfg.appearance_dim,
-                                  cfg.D_out_dim // 2, channels, cfg.patch)
+        if cfg.plate:  # where the first frame's dancer stands: a mask's logit per pixel
+            width = cfg.D_out_dim // 2
+            to_mask = nn.Conv2d(width, cfg.patch ** 2, 1)
+            nn.init.zeros_(to_mask.weight)  # at sigmoid(MASK_START): the first frame, almost
+            nn.init.constant_(to_mask.bias, MASK_START)
+            self.plate_mask = nn.Sequential(
+                ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.appearance_dim, width),
+                ResidualBlock(width, width), to_mask, nn.PixelShuffle(cfg.patch))
         self.fusion = nn.Sequential(
             ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
-        if cfg.residual and cfg.composite:
-            self.generator = _painter(cfg.D_out_dim, cfg.D_out_dim // 2, channels, cfg.patch)
-        else:
-            to_rgb = nn.Conv2d(cfg.D_out_dim // 2, channels * cfg.patch ** 2, 1)
-            if cfg.residual:  # no change at first: the first frame, exactly
-                nn.init.zeros_(to_rgb.weight)
-                nn.init.zeros_(to_rgb.bias)
-            self.generator = nn.Sequential(
-                ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
-                ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
-                to_rgb, nn.PixelShuffle(cfg.patch),
-                nn.Identity() if cfg.residual else nn.Sigmoid())
+        # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
+        out_channels = channels + 1 if cfg.residual and cfg.composite else channels
+        to_rgb = nn.Conv2d(cfg.D_out_dim // 2, out_channels * cfg.patch ** 2, 1)
+        if cfg.residual:
+            nn.init.zeros_(to_rgb.weight)
+            nn.init.zeros_(to_rgb.bias)
+            if cfg.composite:  # the mask starts near 0: the first frame, almost exactly
+                nn.init.constant_(to_rgb.bias[channels * cfg.patch ** 2:], MASK_START)
+        self.generator = nn.Sequential(
+            ResidualBlock(cfg.D_out_dim, cfg.D_out_dim // 2),
+            ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
+            to_rgb, nn.PixelShuffle(cfg.patch), nn.Identity() if cfg.residual else nn.Sigmoid())
 
     @property
     def reads_fed_frame(self) -> bool:
@@ -198,8 +207,8 @@ class DanceCVAE(nn.Module):
         none = first_features[:, :0]
         code = (self.appearance(torch.cat([first_features, first_label_features], 1))
                 if self.cfg.appearance_dim else none)
-        base = (_composite(first, self.plate(torch.cat(
-                    [first_features, first_label_features, code], 1)))
+        base = (_fill(first, self.plate_mask(torch.cat(
+                    [first_features, first_label_features, code], 1)).sigmoid())
                 if self.cfg.plate else first)
         parts = [first_features] if self.cfg.sees_first else []
         if self.cfg.sees_first_label:
@@ -229,27 +238,25 @@ class DanceCVAE(nn.Module):
                      if self.cfg.first_lookup_dim else [])
         fused = self.fusion(torch.cat([*previous, label_features, z, context.maps, *looked_up], 1))
         out = self.generator(fused)
+        base = context.base
         if self.cfg.residual and self.cfg.composite:
-            return _composite(context.base, out)
-        return (context.base + out).clamp(0, 1) if self.cfg.residual else out
+            # In the base's dtype: under bf16 autocast the generator's output is bf16, and lerp
+            # does not promote (a no-op in fp32)
+            painted, mask = (x.sigmoid().to(base.dtype) for x in (out[:, :-1], out[:, -1:]))
+            return torch.lerp(base, painted, mask)
+        return (base + out).clamp(0, 1) if self.cfg.residual else out
 
 
-def _painter(cin: int, width: int, channels: int, patch: int) -> nn.Sequential:
-    """Features (B, cin, H/patch, W/patch) -> a painting and a mask's logit, (B, channels + 1,
-    H, W), for `_composite`: two residual blocks, then one channel per pixel of each patch. It
-    starts painting nothing: mid-grey under a mask at sigmoid(MASK_START)."""
-    to_rgb = nn.Conv2d(width, (channels + 1) * patch ** 2, 1)
-    nn.init.zeros_(to_rgb.weight)
-    nn.init.zeros_(to_rgb.bias)
-    nn.init.constant_(to_rgb.bias[channels * patch ** 2:], MASK_START)
-    return nn.Sequential(ResidualBlock(cin, width), ResidualBlock(width, width), to_rgb,
-                         nn.PixelShuffle(patch))
+def _fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`image` (B, C, H, W) where `mask` (B, 1, H, W, in [0, 1]) is 0; where it is 1, the mean
+    of the image around the pixel weighted by 1 - mask (normalized convolution over
+    PLATE_REACH x PLATE_REACH): the background's colour where the mask covers the dancer."""
+    mask = mask.to(image.dtype)
+    keep = 1 - mask
 
-
-def _composite(base: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """`base` (B, C, H, W) where the mask (out's last channel, a logit) is 0, the painting (its
-    other channels, logits) where it is 1."""
-    # In the base's dtype: under bf16 autocast the painter's output is bf16, and lerp does not
-    # promote (a no-op in fp32)
-    painted, mask = (x.sigmoid().to(base.dtype) for x in (out[:, :-1], out[:, -1:]))
-    return torch.lerp(base, painted, mask)
+    def around(x):
+        return F.avg_pool2d(x, PLATE_REACH, stride=1, padding=PLATE_REACH // 2)
+    # A convex combination of the kept pixels; where none is in reach, a darker one, not a
+    # division by zero
+    filled = around(image * keep) / around(keep).clamp_min(1e-3)
+    return torch.lerp(image, filled, mask)
