@@ -1,12 +1,12 @@
-"""What the dance model's label-guided look-up (`model.dance.first_lookup_dim`) costs a training
-step, measured in one run:
+"""What the dance model's label-guided look-up (`model.dance.first_lookup_dim`) and background
+plate (`model.dance.plate`) cost a training step, measured in one run:
 
     python benchmarks/dance_lookup.py [--device cpu] [--repeat 5]
 
 At presets/dance.yaml's sizes and batch (32 windows of 1 + 7 frames of 32x64, patch 2), teacher
 forced and autoregressive, it times the step of the model as the preset has it, the same model
 without the look-up (the reference), and with the look-up's keys at full resolution (no 2 x 2
-pooling: the model's `lookup_pool` set to 1). Steps are timed in turns and each reported time
+pooling: the model's `lookup_pool` set to 1), and with the plate. Steps are timed in turns and each reported time
 is the median of its turns (`train_step.timed_together`). Prints a table and writes it as JSON
 (benchmarks/results/dance_lookup-<device>.json).
 """
@@ -41,7 +41,8 @@ def main():
     T, B = 1 + train.n_future, train.batch_size
     frames, labels = (torch.rand(T, B, 3, 32, 64, device=device) for _ in range(2))
     variants = {"without": (dataclasses.replace(preset, first_lookup_dim=0), 2),
-                "preset": (preset, 2), "unpooled": (preset, 1)}
+                "preset": (preset, 2), "unpooled": (preset, 1),
+                "plate": (dataclasses.replace(preset, plate=True), 2)}
     rows = {}
     for teacher_forcing in (True, False):
         steps = {name: make_step(cfg, pool, frames, labels, teacher_forcing, device)
@@ -54,12 +55,12 @@ def main():
     report = {"device": device_name(device), "torch": torch.__version__,
               "batch": B, "frames": T, "first_lookup_dim": preset.first_lookup_dim,
               "threads": torch.get_num_threads(), "steps": rows}
-    print(f"{'step':6} {'without ms':>11} {'preset ms':>10} {'ratio':>6} "
-          f"{'unpooled ms':>12} {'ratio':>6}")
+    others = [name for name in variants if name != "without"]
+    print(f"{'step':6} {'without ms':>11}" + "".join(f" {name + ' ms':>11} {'ratio':>6}"
+                                                   for name in others))
     for mode, row in rows.items():
-        print(f"{mode:6} {row['without_ms']:11.0f} {row['preset_ms']:10.0f} "
-              f"{row['preset_vs_without']:6.2f} {row['unpooled_ms']:12.0f} "
-              f"{row['unpooled_vs_without']:6.2f}")
+        print(f"{mode:6} {row['without_ms']:11.0f}" + "".join(
+            f" {row[name + '_ms']:11.0f} {row[name + '_vs_without']:6.2f}" for name in others))
     out = REPO / "benchmarks" / "results" / f"dance_lookup-{device.type}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(out)

@@ -139,6 +139,7 @@ THIRTY_EPOCHS = {"train": {"epochs": 30, "kl": {"type": "Monotonic"}}}
 NO_LOOKUP = merge(THIRTY_EPOCHS, {"model": {"dance": {"first_lookup_dim": 0}}})
 MOVING_WEIGHTS = sorted(int(p.name.rsplit("-", 1)[1]) for p in
                         (REPO / "results/dance-preset-ablations").glob("moving-weight-*"))
+PLATE_MOVING_WEIGHT_3 = {"model": {"dance": {"plate": True}}, "train": {"moving_weight": 3}}
 PRESET_SEEDS = sorted(int(p.name[4:]) for p in (REPO / "results/dance-preset").glob("seed*"))
 
 
@@ -147,12 +148,13 @@ def test_the_committed_dance_results_ran_the_dance_preset(seed):
     """results/dance-preset/ backs the README's dance numbers: its params are the preset's;
     results/dance-preset-30-epochs/ and results/dance-preset-no-lookup/ the same seeds with the
     preset as it was before; results/dance-preset-moving-weight-3/ with the moving region
-    weighted."""
+    weighted, and results/dance-preset-plate-moving-weight-3/ over a background plate too."""
     seeded = {"train": {"seed": seed}}
     assert committed_params(f"dance-preset/seed{seed}") == \
         parse(Params, preset_tree("dance", seeded))
     variants = {"dance-preset-30-epochs": THIRTY_EPOCHS, "dance-preset-no-lookup": NO_LOOKUP,
-                "dance-preset-moving-weight-3": {"train": {"moving_weight": 3}}}
+                "dance-preset-moving-weight-3": {"train": {"moving_weight": 3}},
+                "dance-preset-plate-moving-weight-3": PLATE_MOVING_WEIGHT_3}
     for run, changes in variants.items():
         assert committed_params(f"{run}/seed{seed}") == \
             parse(Params, preset_tree("dance", merge(changes, seeded)))
@@ -183,6 +185,9 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     # Today's preset with the first label's features in the fusion (seed 1)
     assert committed_params("dance-preset-ablations/first-label") == \
         parse(Params, preset_tree("dance", {"model": {"dance": {"sees_first_label": True}}}))
+    # Today's preset over a background plate (seed 1)
+    assert committed_params("dance-preset-ablations/plate") == \
+        parse(Params, preset_tree("dance", {"model": {"dance": {"plate": True}}}))
     # Today's preset with the moving region weighted in the loss (seed 1)
     for weight in MOVING_WEIGHTS:
         assert committed_params(f"dance-preset-ablations/moving-weight-{weight}") == \
@@ -190,7 +195,8 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
 
 
 @pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-30-epochs",
-                                  "dance-preset-no-lookup", "dance-preset-moving-weight-3"])
+                                  "dance-preset-no-lookup", "dance-preset-moving-weight-3",
+                                  "dance-preset-plate-moving-weight-3"])
 def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
     psnr = committed_psnr(f"{runs}/seed*")
     assert psnr, f"results/{runs} holds no run"
