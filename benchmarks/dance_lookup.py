@@ -5,10 +5,10 @@ plate (`model.dance.plate`) cost a training step, measured in one run:
 
 At presets/dance.yaml's sizes and batch (32 windows of 1 + 7 frames of 32x64, patch 2), teacher
 forced and autoregressive, it times the step of the model as the preset has it, the same model
-without the look-up (the reference), and with the look-up's keys at full resolution (no 2 x 2
-pooling: the model's `lookup_pool` set to 1), and with the plate. Steps are timed in turns and each reported time
-is the median of its turns (`train_step.timed_together`). Prints a table and writes it as JSON
-(benchmarks/results/dance_lookup-<device>.json).
+without the look-up (the reference), with the look-up's keys at full resolution (no 2 x 2
+pooling: the model's `lookup_pool` set to 1), and with the plate. Steps are timed in turns and
+each reported time is the median of its turns (`train_step.timed_together`). Prints a table and
+writes it as JSON (benchmarks/results/dance_lookup-<device>.json).
 """
 import argparse
 import dataclasses
