@@ -211,7 +211,7 @@ def test_an_untrained_residual_model_copies_the_first_frame(cfg):
     with torch.no_grad():
         preds = generate(model, frames[0], labels, lambda t, fed, f: torch.randn(2, *model.latent_shape))
     if cfg.composite:  # the mask starts at sigmoid(MASK_START), not 0: the first frame, almost
-        # (a plate is a second such composite under the step's)
+        # (the plate's own mask also starts at sigmoid(MASK_START))
         torch.testing.assert_close(preds, frames[0].expand_as(preds),
                                    atol=0.008 if cfg.plate else 0.004, rtol=0)
     else:

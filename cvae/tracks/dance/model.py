@@ -205,10 +205,9 @@ class DanceCVAE(nn.Module):
         every step: the maps (its features and/or the appearance code) and the look-up's keys
         and values."""
         none = first_features[:, :0]
-        code = (self.appearance(torch.cat([first_features, first_label_features], 1))
-                if self.cfg.appearance_dim else none)
-        base = (_fill(first, self.plate_mask(torch.cat(
-                    [first_features, first_label_features, code], 1)).sigmoid())
+        both = torch.cat([first_features, first_label_features], 1)
+        code = self.appearance(both) if self.cfg.appearance_dim else none
+        base = (_fill(first, self.plate_mask(torch.cat([both, code], 1)).sigmoid())
                 if self.cfg.plate else first)
         parts = [first_features] if self.cfg.sees_first else []
         if self.cfg.sees_first_label:
@@ -254,8 +253,9 @@ def _fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(image.dtype)
     keep = 1 - mask
 
-    def around(x):
-        return F.avg_pool2d(x, PLATE_REACH, stride=1, padding=PLATE_REACH // 2)
+    def around(x):  # the box mean as two 1-D means: 2 x 15 reads a pixel, not 15 x 15
+        x = F.avg_pool2d(x, (PLATE_REACH, 1), stride=1, padding=(PLATE_REACH // 2, 0))
+        return F.avg_pool2d(x, (1, PLATE_REACH), stride=1, padding=(0, PLATE_REACH // 2))
     # A convex combination of the kept pixels; where none is in reach, a darker one, not a
     # division by zero
     filled = around(image * keep) / around(keep).clamp_min(1e-3)
