@@ -4,11 +4,12 @@ plate (`model.dance.plate`) cost a training step, measured in one run:
     python benchmarks/dance_lookup.py [--device cpu] [--repeat 5]
 
 At presets/dance.yaml's sizes and batch (32 windows of 1 + 7 frames of 32x64, patch 2), teacher
-forced and autoregressive, it times the step of the model as the preset has it, the same model
-without the look-up (the reference), with the look-up's keys at full resolution (no 2 x 2
-pooling: the model's `lookup_pool` set to 1), and with the plate. Steps are timed in turns and
-each reported time is the median of its turns (`train_step.timed_together`). Prints a table and
-writes it as JSON (benchmarks/results/dance_lookup-<device>.json).
+forced and autoregressive, it times the step of the model as the preset has it (look-up and
+plate), the same model without either (the reference), with the look-up but no plate, and with
+the look-up's keys at full resolution (no 2 x 2 pooling: the model's `lookup_pool` set to 1).
+Steps are timed in turns and each reported time is the median of its turns
+(`train_step.timed_together`). Prints a table and writes it as JSON
+(benchmarks/results/dance_lookup-<device>.json).
 """
 import argparse
 import dataclasses
@@ -36,13 +37,13 @@ def main():
     device = torch.device(args.device)
     params = parse(Params, merged_tree("dance", REPO / "params.yaml"))
     preset, train = params.model.dance, params.train
-    if not preset.first_lookup_dim:
-        raise SystemExit("presets/dance.yaml has no look-up (model.dance.first_lookup_dim 0)")
+    if not (preset.first_lookup_dim and preset.plate):
+        raise SystemExit("presets/dance.yaml has no look-up or no plate: nothing to time")
     T, B = 1 + train.n_future, train.batch_size
     frames, labels = (torch.rand(T, B, 3, 32, 64, device=device) for _ in range(2))
-    variants = {"without": (dataclasses.replace(preset, first_lookup_dim=0), 2),
-                "preset": (preset, 2), "unpooled": (preset, 1),
-                "plate": (dataclasses.replace(preset, plate=True), 2)}
+    variants = {"without": (dataclasses.replace(preset, first_lookup_dim=0, plate=False), 2),
+                "lookup": (dataclasses.replace(preset, plate=False), 2),
+                "preset": (preset, 2), "unpooled": (preset, 1)}
     rows = {}
     for teacher_forcing in (True, False):
         steps = {name: make_step(cfg, pool, frames, labels, teacher_forcing, device)

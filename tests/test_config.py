@@ -1,8 +1,11 @@
 import json
+import re
+import shlex
 import statistics
 from pathlib import Path
 
 import pytest
+from dvc.utils.serialize import parse_yaml
 
 from cvae.config import ConfigError, Params, load_params, parse
 from pipeline.preset import merge, merged_tree
@@ -80,8 +83,6 @@ def test_an_empty_or_partial_file_means_the_shipped_settings(tmp_path, text):
 @pytest.mark.parametrize("written, value", [("1e-3", 0.001), ("2E-4", 0.0002), ("1.5e-3", 0.0015),
                                             ("0.002", 0.002), ("3", 3.0)])
 def test_numbers_are_read_as_dvc_reads_them(tmp_path, written, value):
-    from dvc.utils.serialize import parse_yaml
-
     text = f"train:\n  lr: {written}\n"
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml").train.lr == value
@@ -124,45 +125,55 @@ def committed_params(run: str) -> Params:
     return parse(Params, read_yaml(REPO / "results" / run / "params.yaml"))
 
 
+# presets/dance.yaml before the background plate: the first frame itself under the composite,
+# every pixel weighted alike. The runs below ran presets of before; each is this plus its changes.
+BEFORE_PLATE = {"model": {"dance": {"plate": False}}, "train": {"moving_weight": 0}}
+
+
+def before_plate(changes: dict | None = None) -> dict:
+    return merge(BEFORE_PLATE, changes or {})
+
+
 # presets/dance.yaml before `train.first_gap` (commit c2c0476): 16-frame clips, 15 predicted
 # frames, batches of 8, 12 epochs of 40 steps at a constant lr, teacher forcing -0.1 an epoch.
-SEVEN_MINUTE_DANCE = {"data": {"dance": {"train_vi_len": 16}},
-                      "model": {"dance": {"first_lookup_dim": 0}},
-                      "train": {"lr_schedule": "constant", "n_future": 15, "first_gap": 0,
-                                "batch_size": 8, "epochs": 12, "steps_per_epoch": 40,
-                                "kl": {"type": "Monotonic"}, "tfr": {"decay_step": 0.1}}}
+SEVEN_MINUTE_DANCE = before_plate({"data": {"dance": {"train_vi_len": 16}},
+                                   "model": {"dance": {"first_lookup_dim": 0}},
+                                   "train": {"lr_schedule": "constant", "n_future": 15,
+                                             "first_gap": 0, "batch_size": 8, "epochs": 12,
+                                             "steps_per_epoch": 40, "kl": {"type": "Monotonic"},
+                                             "tfr": {"decay_step": 0.1}}})
 
 
 # presets/dance.yaml before it trained 25 epochs at a constant beta: 30 epochs, beta ramped
-THIRTY_EPOCHS = {"train": {"epochs": 30, "kl": {"type": "Monotonic"}}}
+THIRTY_EPOCHS = before_plate({"train": {"epochs": 30, "kl": {"type": "Monotonic"}}})
 # and before the label-guided look-up
 NO_LOOKUP = merge(THIRTY_EPOCHS, {"model": {"dance": {"first_lookup_dim": 0}}})
 MOVING_WEIGHTS = sorted(int(p.name.rsplit("-", 1)[1]) for p in
                         (REPO / "results/dance-preset-ablations").glob("moving-weight-*"))
-PLATE_MOVING_WEIGHT_3 = {"model": {"dance": {"plate": True}}, "train": {"moving_weight": 3}}
 PRESET_SEEDS = sorted(int(p.name[4:]) for p in (REPO / "results/dance-preset").glob("seed*"))
 
 
 @pytest.mark.parametrize("seed", PRESET_SEEDS)
 def test_the_committed_dance_results_ran_the_dance_preset(seed):
     """results/dance-preset/ backs the README's dance numbers: its params are the preset's;
-    results/dance-preset-30-epochs/ and results/dance-preset-no-lookup/ the same seeds with the
-    preset as it was before; results/dance-preset-moving-weight-3/ with the moving region
-    weighted, and results/dance-preset-plate-moving-weight-3/ over a background plate too."""
+    results/dance-preset-before-plate/, -30-epochs/ and -no-lookup/ the same seeds with the
+    preset as it was before; results/dance-preset-moving-weight-3/ the one before the plate
+    with the moving region weighted."""
     seeded = {"train": {"seed": seed}}
     assert committed_params(f"dance-preset/seed{seed}") == \
         parse(Params, preset_tree("dance", seeded))
-    variants = {"dance-preset-30-epochs": THIRTY_EPOCHS, "dance-preset-no-lookup": NO_LOOKUP,
-                "dance-preset-moving-weight-3": {"train": {"moving_weight": 3}},
-                "dance-preset-plate-moving-weight-3": PLATE_MOVING_WEIGHT_3}
+    variants = {"dance-preset-before-plate": BEFORE_PLATE, "dance-preset-30-epochs": THIRTY_EPOCHS,
+                "dance-preset-no-lookup": NO_LOOKUP,
+                "dance-preset-moving-weight-3": before_plate({"train": {"moving_weight": 3}})}
     for run, changes in variants.items():
         assert committed_params(f"{run}/seed{seed}") == \
             parse(Params, preset_tree("dance", merge(changes, seeded)))
 
 
 def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_changes():
-    """The README's earlier CPU rows: the 7-minute preset, its 30-epoch cosine variant, and
-    today's preset without the first frame's gap."""
+    """The README's earlier CPU rows: the 7-minute preset, its 30-epoch cosine variant, the
+    30-epoch preset without the first frame's gap, and the ablations of the preset before the
+    plate."""
     assert committed_params("dance-preset-7min") == \
         parse(Params, preset_tree("dance", SEVEN_MINUTE_DANCE))
     cosine = merge(SEVEN_MINUTE_DANCE, {"train": {"lr_schedule": "cosine", "epochs": 30,
@@ -176,27 +187,54 @@ def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_chang
     # Run with LOOKUP_POOL = 1 (before the keys were pooled), 30 epochs
     assert committed_params("dance-preset-ablations/unpooled-lookup") == \
         parse(Params, preset_tree("dance", THIRTY_EPOCHS))
-    # Today's preset with the ramp it had before (seed 1)
-    assert committed_params("dance-preset-ablations/monotonic-kl") == \
-        parse(Params, preset_tree("dance", {"train": {"kl": {"type": "Monotonic"}}}))
-    # Today's preset without frame t-1 in the fusion (seed 1)
-    assert committed_params("dance-preset-ablations/no-previous-frame") == \
-        parse(Params, preset_tree("dance", {"model": {"dance": {"sees_previous": False}}}))
-    # Today's preset with the first label's features in the fusion (seed 1)
-    assert committed_params("dance-preset-ablations/first-label") == \
-        parse(Params, preset_tree("dance", {"model": {"dance": {"sees_first_label": True}}}))
-    # Today's preset over a background plate (seed 1)
-    assert committed_params("dance-preset-ablations/plate") == \
-        parse(Params, preset_tree("dance", {"model": {"dance": {"plate": True}}}))
-    # Today's preset with the moving region weighted in the loss (seed 1)
-    for weight in MOVING_WEIGHTS:
-        assert committed_params(f"dance-preset-ablations/moving-weight-{weight}") == \
-            parse(Params, preset_tree("dance", {"train": {"moving_weight": weight}}))
+    # Seed 1 each: the preset before the plate with one change
+    ablations = {"monotonic-kl": {"train": {"kl": {"type": "Monotonic"}}},  # the ramp of before
+                 "no-previous-frame": {"model": {"dance": {"sees_previous": False}}},
+                 "first-label": {"model": {"dance": {"sees_first_label": True}}},
+                 "plate": {"model": {"dance": {"plate": True}}},  # today's, without the weight
+                 **{f"moving-weight-{weight}": {"train": {"moving_weight": weight}}
+                    for weight in MOVING_WEIGHTS}}
+    for run, changes in ablations.items():
+        assert committed_params(f"dance-preset-ablations/{run}") == \
+            parse(Params, preset_tree("dance", before_plate(changes))), run
 
 
-@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-30-epochs",
-                                  "dance-preset-no-lookup", "dance-preset-moving-weight-3",
-                                  "dance-preset-plate-moving-weight-3"])
+def readme_dance_run(marker: str) -> Params:
+    """What the README's `dvc exp run ... $(python -m pipeline.preset dance) -S ...` command
+    that contains `marker` runs: the preset with the command's overrides (a sweep's first value),
+    each value read as YAML 1.2 reads it (1e-6 a float), as DVC does."""
+    commands = [" ".join(c.replace("\\\n", " ").split()) for c in re.findall(
+        r"^dvc exp run .*?\$\(python -m pipeline.preset dance\)(?:.*\\\n)*.*$",
+        (REPO / "README.md").read_text(), re.M)]
+    [command] = [c for c in commands if marker in c]
+    words = shlex.split(command)
+    changes = {}
+    for flag, setting in zip(words, words[1:]):
+        if flag == "-S":
+            key, value = setting.split("=", 1)
+            *parents, leaf = key.split(".")
+            tree = {leaf: parse_yaml(f"v: {value.split(',')[0]}", "-S")["v"]}
+            for parent in reversed(parents):
+                tree = {parent: tree}
+            changes = merge(changes, tree)
+    return parse(Params, preset_tree("dance", changes))
+
+
+def test_the_readmes_dance_commands_run_the_settings_of_their_results():
+    """The commands beside the README's numbers run what was measured (the preset has moved on
+    since most of them ran, so each names what it differs in)."""
+    assert readme_dance_run("-n dance-before-plate") == \
+        committed_params("dance-preset-before-plate/seed1")  # seed 1: params.yaml's
+    assert readme_dance_run("train.kl.type=Monotonic -S model.dance.plate=false") == \
+        committed_params("dance-cpu-b32-cos30")
+    annealing = merge(SEVEN_MINUTE_DANCE, {"train": {"kl": {"beta_max": 1e-6}}})
+    assert readme_dance_run("train.kl.beta_max=1e-6") == \
+        parse(Params, preset_tree("dance", annealing))
+
+
+@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-before-plate",
+                                  "dance-preset-30-epochs", "dance-preset-no-lookup",
+                                  "dance-preset-moving-weight-3"])
 def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
     psnr = committed_psnr(f"{runs}/seed*")
     assert psnr, f"results/{runs} holds no run"
@@ -213,7 +251,7 @@ def test_the_committed_gpu_dance_runs_are_the_gpu_preset_and_its_recipe_on_the_c
     assert committed_params(f"dance-gpu/course-seed{seed}") == \
         parse(Params, preset_tree("dance-gpu", seeded))
     cpu_model = {"model": {"dance": {**preset_tree("dance")["model"]["dance"],
-                                     "first_lookup_dim": 0}}}  # before the look-up
+                                     "first_lookup_dim": 0, "plate": False}}}  # before both
     assert committed_params(f"dance-gpu/preset-sizes-seed{seed}") == \
         parse(Params, preset_tree("dance-gpu", {**seeded, **cpu_model}))
 
