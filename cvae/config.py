@@ -122,10 +122,6 @@ class DanceModelConfig:
     # dancer and the background around fills it, so where the dancer has left, no step has to
     # erase it again
     plate: bool = False
-    # With the plate: each step also chooses per pixel between the plate and the first frame
-    # itself (a second mask, starting at the plate), so a dancer that has not moved keeps its
-    # true colours
-    keeps_first: bool = False
     # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
     # first frame, label t and z_t alone, so a blurred prediction is never fed back and
     # teacher forcing has nothing to act on
@@ -153,7 +149,6 @@ class DanceModelConfig:
         _positive(self, "patch", prefix="model.dance")
         _require(not self.plate or (self.residual and self.composite), "model.dance.plate",
                  "needs residual and composite (the plate is what the composite's mask keeps)")
-        _require(not self.keeps_first or self.plate, "model.dance.keeps_first", "needs plate")
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ class CheckpointError(UserError):
 # Settings added to the fingerprint's dicts later, with their value that changes nothing.
 ADDED_LATER = {"train": {"first_gap": 0, "moving_weight": 0.0},
                "model.dance": {"first_lookup_dim": 0, "sees_first_label": False,
-                               "plate": False, "keeps_first": False}}
+                               "plate": False}}
 
 
 def fingerprint(params: Params, meta: dict) -> str:

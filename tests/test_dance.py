@@ -32,10 +32,9 @@ NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
 LOOKUP = dataclasses.replace(TINY, patch=2, first_lookup_dim=4)
 FIRST_LABEL = dataclasses.replace(TINY, sees_first_label=True)
 PLATE = dataclasses.replace(TINY, patch=2, plate=True)
-KEEPS_FIRST = dataclasses.replace(PLATE, keeps_first=True)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
             dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS,
-            LOOKUP, FIRST_LABEL, PLATE, KEEPS_FIRST]
+            LOOKUP, FIRST_LABEL, PLATE]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -264,30 +263,6 @@ def test_the_plate_is_what_the_composite_keeps_and_trains_through_it():
     assert model.plate_mask[2].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="model.dance.plate"):
         dataclasses.replace(PLATE, composite=False).check()
-
-
-def test_keeps_first_chooses_per_pixel_between_the_plate_and_the_first_frame():
-    """With `keeps_first`, where a step's paint mask is 0 it keeps the plate or the first frame
-    itself, as its second mask says; it starts at the plate."""
-    model = DanceCVAE(KEEPS_FIRST)
-    frames, labels = _batch()
-    to_rgb = model.generator[2]
-    rgb, n = 3 * KEEPS_FIRST.patch ** 2, KEEPS_FIRST.patch ** 2  # channels before the shuffle
-    with torch.no_grad():
-        model.plate_mask[2].bias.fill_(20.0)  # a plate that differs from the first frame
-        to_rgb.bias[rgb:rgb + n].fill_(-20.0)  # paint nothing: the base only
-        inputs = (model.frame_encoder(frames[0]), model.label_encoder(labels[1]),
-                  torch.zeros(2, *model.latent_shape))
-        context = model.context(frames[0], model.frame_encoder(frames[0]),
-                                model.label_encoder(labels[0]))
-        at_start = model.predict(context, *inputs)
-        to_rgb.bias[rgb + n:].fill_(20.0)  # keep the first frame
-        kept = model.predict(context, *inputs)
-    torch.testing.assert_close(at_start, context.base, atol=0.02, rtol=0)  # keep ~0.7%: ~plate
-    torch.testing.assert_close(kept, frames[0])
-    assert (context.base - frames[0]).abs().amax() > 0.1
-    with pytest.raises(ValueError, match="model.dance.keeps_first"):
-        dataclasses.replace(KEEPS_FIRST, plate=False).check()
 
 
 @pytest.mark.parametrize("cfg", VARIANTS)

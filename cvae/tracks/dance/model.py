@@ -127,7 +127,6 @@ class Context(NamedTuple):
     a tensor of no channels for each that the options leave out."""
 
     base: torch.Tensor
-    first: torch.Tensor
     maps: torch.Tensor
     keys: torch.Tensor
     values: torch.Tensor
@@ -171,8 +170,7 @@ class DanceCVAE(nn.Module):
             ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
         # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
-        out_channels = (channels + 1 + cfg.keeps_first if cfg.residual and cfg.composite
-                        else channels)
+        out_channels = channels + 1 if cfg.residual and cfg.composite else channels
         to_rgb = nn.Conv2d(cfg.D_out_dim // 2, out_channels * cfg.patch ** 2, 1)
         if cfg.residual:
             nn.init.zeros_(to_rgb.weight)
@@ -217,10 +215,10 @@ class DanceCVAE(nn.Module):
         parts.append(code)
         maps = torch.cat(parts, 1)
         if not self.cfg.first_lookup_dim:
-            return Context(base, first, maps, none, none)
+            return Context(base, maps, none, none)
         keys = self.lookup_key(first_label_features)
         values = torch.cat([first_features, F.pixel_unshuffle(first, self.cfg.patch)], 1)
-        return Context(base, first, maps, *(F.avg_pool2d(x, self.lookup_pool, ceil_mode=True)
+        return Context(base, maps, *(F.avg_pool2d(x, self.lookup_pool, ceil_mode=True)
                                      for x in (keys, values)))
 
     def look_up(self, label_features, keys, values):
@@ -243,11 +241,7 @@ class DanceCVAE(nn.Module):
         if self.cfg.residual and self.cfg.composite:
             # In the base's dtype: under bf16 autocast the generator's output is bf16, and lerp
             # does not promote (a no-op in fp32)
-            c = out.shape[1] - 1 - self.cfg.keeps_first
-            painted, mask, keep = (x.sigmoid().to(base.dtype)
-                                   for x in (out[:, :c], out[:, c:c + 1], out[:, c + 1:]))
-            if self.cfg.keeps_first:  # per pixel, the plate or the first frame itself
-                base = torch.lerp(base, context.first, keep)
+            painted, mask = (x.sigmoid().to(base.dtype) for x in (out[:, :-1], out[:, -1:]))
             return torch.lerp(base, painted, mask)
         return (base + out).clamp(0, 1) if self.cfg.residual else out
 
