@@ -170,6 +170,16 @@ def test_the_committed_dance_results_ran_the_dance_preset(seed):
             parse(Params, preset_tree("dance", merge(changes, seeded)))
 
 
+def test_the_preset_runs_on_another_cpu_ran_the_preset():
+    """results/dance-preset-avx512-cpu/: the preset again, seeds 1 and up, on another CPU."""
+    runs = sorted((REPO / "results/dance-preset-avx512-cpu").glob("seed*"))
+    assert len(runs) >= 3
+    for run in runs:
+        seeded = {"train": {"seed": int(run.name[4:])}}
+        assert committed_params(f"dance-preset-avx512-cpu/{run.name}") == \
+            parse(Params, preset_tree("dance", seeded))
+
+
 def test_the_committed_runs_of_earlier_dance_presets_are_todays_with_their_changes():
     """The README's earlier CPU rows: the 7-minute preset, its 30-epoch cosine variant, the
     30-epoch preset without the first frame's gap, and the ablations of the preset before the
@@ -232,9 +242,9 @@ def test_the_readmes_dance_commands_run_the_settings_of_their_results():
         parse(Params, preset_tree("dance", annealing))
 
 
-@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-before-plate",
-                                  "dance-preset-30-epochs", "dance-preset-no-lookup",
-                                  "dance-preset-moving-weight-3"])
+@pytest.mark.parametrize("runs", ["dance-preset", "dance-preset-avx512-cpu",
+                                  "dance-preset-before-plate", "dance-preset-30-epochs",
+                                  "dance-preset-no-lookup", "dance-preset-moving-weight-3"])
 def test_the_readme_states_the_cpu_preset_mean_of_the_committed_runs(runs):
     psnr = committed_psnr(f"{runs}/seed*")
     assert psnr, f"results/{runs} holds no run"
