@@ -211,8 +211,8 @@ def dance_model(name: str):
 
 def measure_dance_precision(cfg, device, repeat: int) -> dict:
     """The dance model's step at sizes `cfg` (the 7-minute dance preset's batch, at which the
-    README's GPU numbers were taken: 8 clips of 1 + 15 frames of 32x64) in fp32 and in bf16, teacher-forced and autoregressive: milliseconds per
-    step."""
+    README's GPU numbers were taken: 8 clips of 1 + 15 frames of 32x64) in fp32 and in bf16,
+    teacher-forced and autoregressive: milliseconds per step."""
     frames, labels = (torch.rand(16, 8, 3, 32, 64, device=device) for _ in range(2))
     steps = {f"{mode}_tfr{int(tf)}_ms": dance_step(dance_model_at(cfg, device), frames, labels,
                                                    tf, mode)
@@ -299,7 +299,7 @@ def sync(device):
 def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    # The vector instructions torch uses (AVX2, AVX512...): the same 2 cores differ by 2x across them
+    # The vector instructions torch uses (AVX2, AVX512...): compare CPU timings only between equals
     return (f"CPU ({platform.processor() or platform.machine()}, "
             f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)")
 
