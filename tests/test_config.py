@@ -2,6 +2,7 @@ import json
 import re
 import shlex
 import statistics
+from functools import reduce
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,8 @@ def committed_params(run: str) -> Params:
 BEFORE_PLATE = {"model": {"dance": {"plate": False}}, "train": {"moving_weight": 0}}
 
 
-def before_plate(changes: dict | None = None) -> dict:
-    return merge(BEFORE_PLATE, changes or {})
+def before_plate(changes: dict) -> dict:
+    return merge(BEFORE_PLATE, changes)
 
 
 # presets/dance.yaml before `train.first_gap` (commit c2c0476): 16-frame clips, 15 predicted
@@ -222,11 +223,9 @@ def readme_dance_run(marker: str) -> Params:
     for flag, setting in zip(words, words[1:]):
         if flag == "-S":
             key, value = setting.split("=", 1)
-            *parents, leaf = key.split(".")
-            tree = {leaf: parse_yaml(f"v: {value.split(',')[0]}", "-S")["v"]}
-            for parent in reversed(parents):
-                tree = {parent: tree}
-            changes = merge(changes, tree)
+            value = parse_yaml(f"v: {value.split(',')[0]}", "-S")["v"]
+            changes = merge(changes, reduce(lambda tree, name: {name: tree},
+                                            reversed(key.split(".")), value))
     return parse(Params, preset_tree("dance", changes))
 
 
