@@ -313,7 +313,12 @@ class Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    return parse(Params, read_yaml(path))
+    """The settings in `path`. An empty file is an error, not the defaults: it is more likely
+    cut short than meant, and the defaults are a full-size run."""
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"the file is empty: restore it (git checkout {Path(path).name})")
+    return parse(Params, raw)
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -17,6 +17,8 @@ import pandas as pd  # noqa: E402
 from matplotlib import font_manager, ticker  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+from cvae.errors import UserError  # noqa: E402
+
 CONDITIONING = (40, 170, 60)  # frame border: a true frame (given, or the ground truth)
 PREDICTED = (210, 50, 50)  # frame border: a frame the model predicted
 SCALE = 2  # GIF and grid pixels per frame pixel
@@ -46,9 +48,10 @@ def read_inputs(train_logs: Path, eval_logs: Path, samples_path: Path, metrics_d
     among the saved ones."""
     with np.load(samples_path) as npz:
         saved = dict(npz)
-    if sequence >= len(saved["truth"]):
-        raise ValueError(f"report.sequence: {sequence} is not among the {len(saved['truth'])} "
-                         "test sequences the evaluate stage saved (eval.keep)")
+    if sequence >= (count := len(saved["truth"])):
+        raise UserError(f"report.sequence: {sequence}, but the evaluate stage saved {count} test "
+                        f"sequence{'s' if count > 1 else ''} ({samples_path}: eval.keep of them, "
+                        f"or all the test split has): choose 0 to {count - 1}")
     return ReportInputs(
         steps=pd.read_csv(train_logs / "steps.tsv", sep="\t"),
         epochs=pd.read_csv(train_logs / "epochs.tsv", sep="\t"),

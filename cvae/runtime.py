@@ -1,28 +1,18 @@
-"""Device, precision, seeding, processes and checkpoints: the same code path on CPU and CUDA, in
-one process or many."""
+"""Device, precision, seeding and processes: the same code path on CPU and CUDA, in one process or
+many. (Checkpoints: `cvae.checkpoints`.)"""
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import json
 import os
 import random
-import shutil
 import warnings
-from dataclasses import asdict
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from cvae.config import Params
-from cvae.errors import UserError
-
-CHECKPOINT_FORMAT = 2  # 2: the log rows travel in the checkpoint
 
 
 def select_device() -> torch.device:
@@ -128,85 +118,3 @@ def set_seed(seed: int, rank: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable or not this run's."""
-
-
-# Settings added to the fingerprint's dicts later, with their value that changes nothing.
-ADDED_LATER = {"train": {"first_gap": 0, "moving_weight": 0.0},
-               "model.dance": {"first_lookup_dim": 0, "sees_first_label": False,
-                               "plate": False}}
-
-
-def fingerprint(params: Params, meta: dict) -> str:
-    """What a checkpoint must match to be resumed or evaluated: the model, the training settings
-    (except compilation, which changes no number, and the number of epochs, so a run can be
-    extended, unless the cosine learning rate is stretched over them) and the exact data (the
-    shards' checksums). A setting added after checkpoints were written is left out while it
-    has the value that behaves as before, so those checkpoints still match."""
-    free = ("compile",) if params.train.lr_schedule == "cosine" else ("epochs", "compile")
-    train = {k: v for k, v in _as_before(asdict(params.train), "train").items() if k not in free}
-    model = asdict(params.model)
-    model["dance"] = _as_before(model["dance"], "model.dance")
-    blob = json.dumps([model, train, meta["shards"]], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _as_before(settings: dict, section: str) -> dict:
-    """`settings` without those added later to `section` that still have their neutral value."""
-    neutral = ADDED_LATER[section]
-    return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    """Write `state` (state_dicts, params, counters) atomically: a kill mid-write leaves the
-    previous checkpoint intact, and a full disk says so and leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    except (OSError, RuntimeError) as error:  # torch reports ENOSPC as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        needed, free = _tensor_bytes(state), shutil.disk_usage(path.parent).free
-        if needed < free:
-            raise
-        raise UserError(f"the disk is full: writing {path} needs about {needed / 2**20:.0f} MiB, "
-                        f"{free / 2**20:.0f} MiB are free on its file system. Free some space "
-                        "and run again (training resumes from the last checkpoint)") from error
-    os.replace(tmp, path)
-
-
-def _tensor_bytes(tree) -> int:
-    """The bytes of every tensor in a nest of dicts and lists: about a checkpoint's size."""
-    if isinstance(tree, torch.Tensor):
-        return tree.numel() * tree.element_size()
-    if isinstance(tree, dict):
-        return sum(_tensor_bytes(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in tree)
-    return 0
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing: run the train stage first")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {state.get('format')}, this code reads "
-                              f"format {CHECKPOINT_FORMAT}")
-    return state
-
-
-def load_trained(path: Path, params: Params, meta: dict, device: torch.device) -> dict:
-    """A checkpoint that the current settings and data trained, or a CheckpointError: never
-    another run's weights under this run's name."""
-    state = load_checkpoint(path, device)
-    if state["fingerprint"] != fingerprint(params, meta):
-        raise CheckpointError(
-            f"{path} was trained with other settings or data than params.yaml and the shards "
-            "hold now (a run that did not finish, or other params): run the train stage first")
-    return state

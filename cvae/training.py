@@ -17,10 +17,10 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -30,13 +30,14 @@ from tqdm import tqdm
 from cvae import tracks
 from cvae.config import EvalConfig, Params
 from cvae.data.batches import TrainBatches, seeded_generator
-from cvae.data.shards import Split, read_meta
+from cvae.data.shards import Split, read_meta, verify_shards
 from cvae.errors import UserError
 from cvae.losses import sequence_loss
 from cvae.metrics import moving_pixels
-from cvae.runtime import (CheckpointError, autocast, fingerprint, init_distributed,
-                          load_checkpoint, precision, prepare_model, reuse_freed_memory,
-                          runs_in_bf16, save_checkpoint, set_seed)
+from cvae.checkpoints import (CheckpointError, copy_checkpoint, fingerprint, load_checkpoint,
+                              save_checkpoint, set_aside)
+from cvae.runtime import (autocast, init_distributed, precision, prepare_model,
+                          reuse_freed_memory, runs_in_bf16, set_seed)
 from cvae.samples import to_model_conditions, to_model_frames
 from cvae.schedules import kl_beta, learning_rate, teacher_forcing_ratio
 
@@ -112,19 +113,24 @@ def train_step(objective: nn.Module, optimizer, frames, conds, *, n_past, beta, 
     return {name: values[name] for name in ("loss", "mse", "kl")}
 
 
-def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
-    """Train (or resume training) the model of `params` on the shards; returns a summary."""
+def train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path,
+          progress: Callable[[dict], None] | None = None) -> dict:
+    """Train (or resume training) the model of `params` on the shards; returns a summary.
+    `progress` receives the summary so far after every epoch (in the process that writes)."""
     with precision(params.train.precision):
-        return _train(params, shards_dir, models_dir, log_dir)
+        return _train(params, shards_dir, models_dir, log_dir, progress or (lambda _: None))
 
 
-def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) -> dict:
+def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path,
+           progress: Callable[[dict], None]) -> dict:
     cfg = params.train
     rank, world, device = init_distributed()
     lead = rank == 0  # the process that validates and writes
     reuse_freed_memory()
     set_seed(cfg.seed)  # the same initial model everywhere (DDP also broadcasts rank 0's)
     meta = read_meta(shards_dir)
+    if lead:  # (a failure here ends the other processes too: torchrun stops them all)
+        verify_shards(shards_dir, meta, ("train", "val"))
     track = tracks.for_meta(meta)
     model = prepare_model(track.build_model(params, meta), device,
                           track.compiled_modules if cfg.compile else None)
@@ -144,14 +150,17 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
     say(f"training on {device} ({world} process{'es' if world > 1 else ''}, "
         f"{'bf16 autocast' if runs_in_bf16(device) else 'fp32'}), windows cut {batches.where}")
     key = fingerprint(params, meta)
-    ckpt = _resumable(models_dir / "last.pt", key, device, say)
+    ckpt = _resume_point(models_dir, key, cfg.epochs, device, say) if lead else None
+    if world > 1:  # every process resumes from what the first one chose (now in last.pt)
+        chosen = [ckpt is not None]
+        dist.broadcast_object_list(chosen)
+        if not lead and chosen[0]:
+            ckpt = load_checkpoint(models_dir / "last.pt", device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
         _set_rng_states(ckpt["rng"][min(rank, len(ckpt["rng"]) - 1)], device)
-        if lead and state["best_epoch"] == state["epoch"] - 1:
-            _copy_to_best(models_dir)  # in case a kill came between the two writes
     else:
         set_seed(cfg.seed, rank)  # from here on, each rank draws its own noise
     logs = _Logs(log_dir, ckpt["logs"] if ckpt is not None else None) if lead else None
@@ -199,16 +208,23 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path) ->
         if lead:
             _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,
                        models_dir, logs, {**totals, "beta": beta, "tfr": tfr}, say)
+            progress(_summary(state, device, world, logs, window))
         if world > 1:
             dist.barrier()  # the others wait for the checkpoint
     if logs is not None:
         logs.close()
     if world > 1:
         dist.destroy_process_group()
+    return _summary(state, device, world, logs, window)
+
+
+def _summary(state: dict, device: torch.device, world: int, logs: "_Logs | None",
+             window: int) -> dict:
+    """What metrics/train.json says of the run so far."""
     summary = {"epochs": state["epoch"], "steps": state["step"],
                "best_val_psnr": state["best_psnr"], "best_epoch": state["best_epoch"],
                "device": device.type, "processes": world}
-    if logs is not None:
+    if logs is not None and logs.rows["epochs"]:
         summary.update(_final_kl(logs, steps_per_sequence=window - 1))
     return summary
 
@@ -241,31 +257,66 @@ def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg,
                     optimizer=optimizer.state_dict(), params=asdict(params), fingerprint=key,
                     state=state, rng=rng, logs=logs.tensors())
     if state["best_epoch"] == epoch:
-        _copy_to_best(models_dir)
+        copy_checkpoint(models_dir / "last.pt", models_dir / "best.pt")
 
 
-def _resumable(last: Path, key: str, device: torch.device, say) -> dict | None:
-    """The checkpoint to resume from: `last` if it was trained with these settings."""
-    if not last.exists():
+def _resume_point(models_dir: Path, key: str, epochs: int, device: torch.device,
+                  say) -> dict | None:
+    """The checkpoint to go on from, left in `last.pt`; None to start over.
+
+    That is `last.pt` if these settings trained it and it has not gone past `epochs`; else
+    `best.pt`, an earlier epoch of the same run, on the same terms (so a lowered train.epochs
+    resumes from the best epoch when that is early enough, and a damaged last.pt from the last
+    good checkpoint). A file that cannot be read or fails its checksum is renamed
+    `<name>.corrupt`, so no later run trips on it. The run's best.pt must hold its best epoch:
+    if that cannot be restored, the run starts over."""
+    last, best = models_dir / "last.pt", models_dir / "best.pt"
+    for path in (last, best):
+        ckpt = _load_or_set_aside(path, device, say)
+        if ckpt is None:
+            continue
+        if ckpt["fingerprint"] != key:
+            say(f"{path} was trained with other settings: starting over")
+            return None
+        done = ckpt["state"]["epoch"]
+        if done > epochs:
+            say(f"{path} has trained {done} epochs, more than train.epochs ({epochs})")
+            continue
+        if path == best:
+            copy_checkpoint(best, last)
+        if not _best_matches(models_dir, ckpt["state"], key, device, say):
+            break
+        say(f"resuming from {path} at epoch {done} (step {ckpt['state']['step']})")
+        return ckpt
+    if last.exists() or best.exists() or any(models_dir.glob("*.corrupt")):
+        say("starting over")
+    return None
+
+
+def _load_or_set_aside(path: Path, device: torch.device, say) -> dict | None:
+    if not path.exists():
         return None
     try:
-        ckpt = load_checkpoint(last, device)
+        return load_checkpoint(path, device)
     except CheckpointError as error:
-        say(f"{error}: starting over")
+        say(f"{error}: moved to {set_aside(path)}")
         return None
-    if ckpt["fingerprint"] != key:
-        say(f"{last} was trained with other settings: starting over")
-        return None
-    say(f"resuming from {last} at epoch {ckpt['state']['epoch']} (step {ckpt['state']['step']})")
-    return ckpt
 
 
-def _copy_to_best(models_dir: Path) -> None:
-    """best.pt becomes a copy of last.pt, atomically: written after last.pt, so that a run's two
-    files never hold different runs' weights for long (`_train` repeats it on resume)."""
-    tmp = models_dir / "best.pt.tmp"
-    shutil.copyfile(models_dir / "last.pt", tmp)
-    os.replace(tmp, models_dir / "best.pt")
+def _best_matches(models_dir: Path, state: dict, key: str, device: torch.device, say) -> bool:
+    """Whether best.pt holds the best epoch of the run whose `state` is in last.pt (made so
+    when that epoch is the last one: a kill may have come between the two writes)."""
+    best = models_dir / "best.pt"
+    if state["best_epoch"] == state["epoch"] - 1:
+        copy_checkpoint(models_dir / "last.pt", best)
+        return True
+    saved = _load_or_set_aside(best, device, say)
+    if saved is not None and saved["fingerprint"] == key \
+            and saved["state"]["epoch"] == state["best_epoch"] + 1:
+        return True
+    say(f"{best} does not hold epoch {state['best_epoch']}, the best of the run in "
+        f"{models_dir / 'last.pt'}, and it cannot be rebuilt")
+    return False
 
 
 def _kept(models_dir: Path) -> str:

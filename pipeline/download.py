@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from cvae.data.raw import download, make_sample
-from pipeline._cli import params, run
+from pipeline._cli import forget_results_below, params, run
 
 SAMPLE_TAR = Path("data/bair-sample.tar")
 SAMPLE_COUNTS = {"train": 8, "val": 4, "test": 4}
@@ -26,6 +26,7 @@ def main():
         sample_cfg = dataclasses.replace(cfg, seed=cfg.seed + 10_000)  # unlike any default split
         make_sample(sample_cfg, SAMPLE_COUNTS, args.make_sample)
     else:
+        forget_results_below("download")
         print(json.dumps(download(cfg, args.out, args.sample)))
 
 

@@ -1,4 +1,5 @@
-"""Stage `evaluate`: the test protocol of the data's track with the best checkpoint.
+"""Stage `evaluate`: the test protocol of the data's track with the best checkpoint of a run
+that the current params trained to its end (train.epochs).
 
 Writes metrics/eval.json, logs/eval/per_frame.tsv and, in eval/, samples.npz (for the report)
 and on the dance track submission.csv (the course's format, checked after writing).
@@ -7,10 +8,11 @@ import argparse
 from pathlib import Path
 
 from cvae import tracks
-from cvae.data.shards import read_meta
-from cvae.runtime import load_trained, precision, prepare_model, reuse_freed_memory, select_device
+from cvae.checkpoints import load_finished
+from cvae.data.shards import read_meta, verify_shards
+from cvae.runtime import precision, prepare_model, reuse_freed_memory, select_device
 from cvae.samples import TestOutputs
-from pipeline._cli import params, run
+from pipeline._cli import forget_results_below, params, run
 
 
 def main():
@@ -23,12 +25,14 @@ def main():
     parser.add_argument("--submission", type=Path, default=TestOutputs.submission)
     args = parser.parse_args()
     p = params()
+    forget_results_below("evaluate")
     device = select_device()
     reuse_freed_memory()
     meta = read_meta(args.shards)
+    verify_shards(args.shards, meta, ["test"])
     track = tracks.for_meta(meta)
     model = prepare_model(track.build_model(p, meta), device)
-    model.load_state_dict(load_trained(args.checkpoint, p, meta, device)["model"])
+    model.load_state_dict(load_finished(args.checkpoint, p, meta, device)["model"])
     outputs = TestOutputs(args.metrics, args.per_frame, args.samples, args.submission)
     with precision(p.train.precision):  # the precision the model was trained in
         track.test(model, args.shards, p.eval, device, outputs)

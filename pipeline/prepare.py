@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from cvae.data.prepare import prepare
-from pipeline._cli import params, run
+from pipeline._cli import forget_results_below, params, run
 
 
 def main():
@@ -13,6 +13,7 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("shards"))
     args = parser.parse_args()
     cfg = params().data
+    forget_results_below("prepare")
     meta = prepare(args.raw, args.out, cfg.shard_size, cfg.seq_len, cfg.skip_bad_records)
     lost = {split: sum(file["sequences"] for file in files.values())
             for split, files in meta["lost"].items()}

@@ -16,7 +16,7 @@ from cvae.data.png_folders import LayoutError
 from cvae.data.raw import download
 from cvae.data.prepare import prepare
 from cvae.data.shards import Split
-from cvae.data.tfrecords import masked_crc, parse_sequence, write_sequences
+from cvae.data.tfrecords import TooFewFrames, masked_crc, parse_sequence, write_sequences
 from cvae.errors import DataError
 from tests import bair_files
 from tests.conftest import random_sequences, write_random_raw
@@ -279,9 +279,17 @@ def test_non_finite_conditions_are_refused_naming_the_file(tmp_path, sequences, 
 
 
 def test_a_record_without_the_bair_keys_is_named(sequences):
+    with pytest.raises(KeyError, match="0/image_aux1/encoded"):
+        parse_sequence(b"", seq_len=SEQ_LEN)  # an Example with no feature at all
+
+
+def test_sequences_shorter_than_seq_len_name_the_setting(tmp_path, sequences):
+    """Frames 0..2 of 3, well formed, asked for 6: data.seq_len is the thing to change, not a
+    corrupt record (whose advice would be to download again)."""
     frames, actions, positions = sequences["train"][0]
     data = bair_files.example(frames[:3], actions[:3], positions[:3])
-    with pytest.raises(KeyError, match="3/image_aux1/encoded"):
+    with pytest.raises(TooFewFrames, match="data.seq_len is 6, .* has 3 frames: set "
+                                           "data.seq_len to 3 or less"):
         parse_sequence(data, seq_len=SEQ_LEN)
 
 

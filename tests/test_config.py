@@ -75,10 +75,20 @@ def test_the_shipped_params_are_the_defaults():
     assert load_params(REPO / "params.yaml") == Params()
 
 
-@pytest.mark.parametrize("text", ["", "train:\n  epochs: 20\n", "model: {}\n"])
-def test_an_empty_or_partial_file_means_the_shipped_settings(tmp_path, text):
+@pytest.mark.parametrize("text", ["train:\n  epochs: 20\n", "model: {}\n"])
+def test_a_partial_file_means_the_shipped_settings(tmp_path, text):
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml") == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# all settings removed\n"])
+def test_an_empty_file_is_refused_not_read_as_the_defaults(tmp_path, text):
+    """An emptied params.yaml (cut short, or overwritten) would otherwise start a full-size run
+    with the defaults without a word."""
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"the file is empty: restore it \(git checkout "
+                                          r"params.yaml\)"):
+        load_params(tmp_path / "params.yaml")
 
 
 @pytest.mark.parametrize("written, value", [("1e-3", 0.001), ("2E-4", 0.0002), ("1.5e-3", 0.0015),

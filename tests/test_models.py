@@ -131,7 +131,7 @@ def test_batched_rollout_equals_the_per_frame_loop(tiny_model_cfg, variant, teac
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
 def test_every_variant_trains_and_survives_a_checkpoint(tiny_model_cfg, variant, tmp_path):
-    from cvae.runtime import load_checkpoint, save_checkpoint
+    from cvae.checkpoints import load_checkpoint, save_checkpoint
     from cvae.training import Objective, train_step
     model = _variant(tiny_model_cfg, variant)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -13,7 +13,10 @@ import torch
 import cvae.training as training
 from cvae.config import Params, parse
 from cvae.data.prepare import prepare
-from cvae.runtime import fingerprint, init_distributed, load_checkpoint
+from cvae import checkpoints, errors
+from cvae.checkpoints import fingerprint, load_checkpoint
+from cvae.errors import UserError
+from cvae.runtime import init_distributed
 from cvae.schedules import learning_rate
 from cvae.training import train
 from tests.conftest import write_random_raw
@@ -301,24 +304,55 @@ def test_another_settings_interrupted_run_leaves_no_rows_in_the_first_runs_logs(
     assert _rows(tmp_path / "logs" / "epochs.tsv") == a_epochs
 
 
-def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
-    from cvae import runtime
+def _disk_with(free: int):
+    return lambda path: shutil._ntuple_diskusage(10**10, 10**10 - free, free)
 
-    def no_space(obj, path):
-        Path(path).write_bytes(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 52")
 
-    monkeypatch.setattr(torch, "save", no_space)
-    usage = lambda free: lambda path: shutil._ntuple_diskusage(10**10, 10**10 - free, free)  # noqa: E731
-    monkeypatch.setattr(runtime.shutil, "disk_usage", usage(3 * 2**20))
-    state = {"model": {"w": torch.zeros(2**21)}}  # 8 MiB
-    with pytest.raises(runtime.UserError, match=r"the disk is full: writing .*last\.pt needs "
-                                                r"about 8 MiB, 3 MiB are free"):
-        runtime.save_checkpoint(tmp_path / "last.pt", **state)
-    assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(runtime.shutil, "disk_usage", usage(10**9))
-    with pytest.raises(RuntimeError, match="unexpected pos"):  # not a full disk: not hidden
-        runtime.save_checkpoint(tmp_path / "last.pt", **state)
+def _save_checkpoint(folder: Path):
+    checkpoints.save_checkpoint(folder / "last.pt", model={"w": torch.zeros(2**21)})  # 8 MiB
+
+
+def _copy_to_best(folder: Path):
+    (folder / "last.pt").write_bytes(bytes(8 * 2**20))
+    checkpoints.copy_checkpoint(folder / "last.pt", folder / "best.pt")
+
+
+def _prepare(folder: Path):
+    write_random_raw(folder / "raw", {"train": 24, "val": 1, "test": 1}, seq_len=28)
+    prepare(folder / "raw", folder / "shards", shard_size=24, seq_len=28)  # 8 MiB of frames
+
+
+@pytest.mark.parametrize("write, written", [
+    (_save_checkpoint, "last.pt"), (_copy_to_best, "best.pt"),
+    (_prepare, "shards.tmp/train/frames-00000.npy")])
+def test_a_full_disk_is_named_and_leaves_no_partial_file(tmp_path, monkeypatch, write, written):
+    """A write that fails where the disk lacks the space says so, naming the file, and leaves
+    nothing partial; a failure with space to spare is not called a full disk."""
+    real_open = open
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(file).endswith((".tmp", ".npy")):
+            handle.write(b"partial")
+            handle.close()
+            raise OSError("problem writing element 0")  # numpy's words, with no errno
+        return handle
+
+    for free, raised in ((3 * 2**20, UserError), (10**9, OSError)):
+        folder = tmp_path / str(free)
+        folder.mkdir()
+        monkeypatch.setattr(errors.shutil, "disk_usage", _disk_with(free))
+        monkeypatch.setattr("builtins.open", failing_open)
+        with pytest.raises(raised) as failed:
+            write(folder)
+        monkeypatch.setattr("builtins.open", real_open)
+        if raised is UserError:
+            assert str(failed.value).startswith(f"the disk is full: writing {folder / written} "
+                                                "needs about 8 MiB, 3 MiB are free")
+        else:
+            assert "the disk is full" not in str(failed.value)
+        assert not list(folder.rglob("*.tmp")) and not (folder / "shards.tmp").exists()
+        assert not (folder / "shards").exists() and not (folder / "best.pt").exists()
 
 
 def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from cvae.data.tfrecords import CorruptRecord, parse_sequence, read_records, write_sequences
+from cvae.data.tfrecords import (CorruptRecord, TooFewFrames, parse_sequence, read_records,
+                                 write_sequences)
 from cvae.errors import DataError
 
 ROOT = "softmotion30_44k"
@@ -189,6 +190,9 @@ def _parse(data: bytes | CorruptRecord, name: str, offset: int, seq_len: int):
         raise data
     try:
         return parse_sequence(data, seq_len)
+    except TooFewFrames as error:
+        raise TooFewFrames(f"the sequence at byte offset {offset} of {name}", error.frames,
+                           seq_len) from None
     except (KeyError, ValueError) as error:
         raise CorruptRecord(name, offset, str(error)) from error
 

@@ -10,13 +10,13 @@ cost a whole download). The message says which file and what to do.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import requests
 from tqdm import tqdm
 
+from cvae.data.files import file_sha256
 from cvae.errors import UserError
 
 CHUNK = 1 << 16  # what an interrupted read can lose
@@ -49,6 +49,9 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
                     f"{part.stat().st_size if part.exists() else 0} bytes, or download the file "
                     f"yourself and put it at {dest}"
                 ) from error
+        except requests.RequestException as error:  # a redirect loop, a bad URL...: no retry
+            raise DownloadError(f"cannot download {url} (data.bair.url): {error}. Check the "
+                                f"URL, or download the file yourself and put it at {dest}") from None
     _check(part, size, sha256, "if data.bair.sha256 is wrong, correct it and re-run; if the "
            "download is damaged, delete the file and re-run")
     os.replace(part, dest)
@@ -95,15 +98,3 @@ def _check(path: Path, size: int, sha256: str, what_to_do: str) -> None:
     if sha256 and (digest := file_sha256(path)) != sha256.lower():
         raise DownloadError(f"{path}: sha256 {digest} is not data.bair.sha256 = {sha256}. Left "
                             f"as it is: {what_to_do}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"sha256 {path.name}", leave=False,
-                                     disable=size < 1 << 30) as bar:  # a bar only where it waits
-        while block := f.read(CHUNK):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()

@@ -10,7 +10,7 @@ renders into this layout, so one reader serves both sources).
     <root>/test/test_label/<i>/<n>.png every label of sequence i
 
 Files and sequence folders are ordered by the number in their name (`2.png` before `10.png`).
-Every image is 64 (W) x 32 (H) RGB; anything else stops with the file's name.
+Every image is 64 (W) x 32 (H) RGB; anything else stops with the file's name (`LayoutError`).
 """
 from __future__ import annotations
 
@@ -20,8 +20,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvae.data.files import read_rgb
+from cvae.errors import DataError
+
 HEIGHT, WIDTH = 32, 64
 SPLITS = ("train", "val", "test")
+SEE = "see cvae/data/lab4_folders.py for the layout"
+
+
+class LayoutError(DataError):
+    """The dance folders, or one of their files, are not in the course's layout."""
 
 
 def numbered(paths) -> list[Path]:
@@ -29,30 +37,27 @@ def numbered(paths) -> list[Path]:
     def key(path: Path) -> int:
         digits = re.findall(r"\d+", path.stem)
         if not digits:
-            raise ValueError(f"{path}: no number in the name to order it by")
+            raise LayoutError(f"{path}: no number in the name to order it by: rename it "
+                              "(<n>.png) or move it out")
         return int(digits[-1])
     return sorted(paths, key=key)
 
 
 def images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is missing (expected the course's dance layout, see "
-                                "cvae/data/lab4_folders.py)")
+        raise LayoutError(f"{folder} is missing ({SEE})")
     files = numbered(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
-        raise ValueError(f"{folder} holds no images")
+        raise LayoutError(f"{folder} holds no images (.png, .jpg): {SEE}")
     return files
 
 
 def load_images(files: list[Path]) -> np.ndarray:
-    """(n, H, W, 3) uint8; an image of another size names its file."""
+    """(n, H, W, 3) uint8; an image of another size, or one that cannot be read, names its
+    file."""
     out = np.empty((len(files), HEIGHT, WIDTH, 3), np.uint8)
     for k, file in enumerate(files):
-        with Image.open(file) as image:
-            if image.size != (WIDTH, HEIGHT):
-                raise ValueError(f"{file}: {image.size[0]} x {image.size[1]} pixels (W x H), "
-                                 f"expected {WIDTH} x {HEIGHT}")
-            out[k] = np.asarray(image.convert("RGB"))
+        out[k] = read_rgb(file, WIDTH, HEIGHT)
     return out
 
 
@@ -66,19 +71,24 @@ def split_pairs(root: Path, split: str) -> list[tuple[list[Path], list[Path]]]:
         img_root, label_root = root / "test_img", root / "test_label"
         for folder in (img_root, label_root):
             if not folder.is_dir():
-                raise FileNotFoundError(f"{folder} is missing")
+                raise LayoutError(f"{folder} is missing ({SEE})")
         names = [p.name for p in numbered(p for p in label_root.iterdir() if p.is_dir())]
         if not names:
-            raise ValueError(f"{label_root} holds no sequence folders")
+            raise LayoutError(f"{label_root} holds no sequence folders (<i>/): {SEE}")
+        unlabelled = sorted({p.name for p in img_root.iterdir() if p.is_dir()} - set(names))
+        if unlabelled:
+            name = unlabelled[0]
+            raise LayoutError(f"{img_root / name} has no labels ({label_root / name} is "
+                              "missing): add them, or move the folder out")
         runs = [(images_in(img_root / name), images_in(label_root / name)) for name in names]
     for images, labels in runs:
         folder = images[0].parent
         if split != "test" and len(images) != len(labels):
-            raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels in "
-                             f"{labels[0].parent}")
+            raise LayoutError(f"{folder}: {len(images)} images but {len(labels)} labels in "
+                              f"{labels[0].parent}: every frame needs its label, same number")
         if split == "test" and len(images) not in (1, len(labels)):
-            raise ValueError(f"{folder}: {len(images)} images for {len(labels)} labels in "
-                             f"{labels[0].parent} (expected the first frame only, or all)")
+            raise LayoutError(f"{folder}: {len(images)} images for {len(labels)} labels in "
+                              f"{labels[0].parent} (expected the first frame only, or all)")
     return runs
 
 
@@ -95,8 +105,9 @@ def read_sequences(root: Path, train_vi_len: int, val_vi_len: int):
                 continue
             n = lengths[split]
             if len(images) < n:
-                raise ValueError(f"{images[0].parent}: {len(images)} frames, fewer than one "
-                                 f"sequence of {n}")
+                key = "train_vi_len" if split == "train" else "val_vi_len"
+                raise LayoutError(f"{images[0].parent}: {len(images)} frames, fewer than one "
+                                  f"sequence of data.dance.{key} = {n}: lower it, or add frames")
             for start in range(0, len(images) - n + 1, n):
                 yield (split, load_images(images[start : start + n]),
                        load_images(labels[start : start + n]))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cvae.data.files import read_rgb
 from cvae.errors import DataError
 
 SPLIT_FOLDERS = {"train": "train", "val": "validate", "test": "test"}
@@ -45,15 +46,19 @@ def read_sequence(folder: Path, seq_len: int, image_size: int = 64):
     for t in range(seq_len):
         path = folder / f"{t}.png"
         if not path.is_file():
-            raise LayoutError(f"{path} is missing (expected frames 0..{seq_len - 1}.png)")
-        with Image.open(path) as image:
-            if image.size != (image_size, image_size):
-                raise LayoutError(f"{path} is {image.size[0]}x{image.size[1]}, "
-                                  f"expected {image_size}x{image_size}")
-            frames[t] = np.asarray(image.convert("RGB"))
+            raise LayoutError(_missing_frame(folder, t, seq_len))
+        frames[t] = read_rgb(path, image_size, image_size)
     actions = _read_csv(folder / "actions.csv", seq_len, 4)
     positions = _read_csv(folder / "endeffector_positions.csv", seq_len, 3)
     return frames, actions, positions
+
+
+def _missing_frame(folder: Path, t: int, seq_len: int) -> str:
+    """Why frame `t` is missing: the sequences are shorter than data.seq_len, or one is."""
+    if t > 0 and not any((folder / f"{k}.png").is_file() for k in range(t, seq_len)):
+        return (f"data.seq_len is {seq_len}, but {folder} has frames 0..{t - 1}.png only: set "
+                f"data.seq_len to {t} or less")
+    return f"{folder / f'{t}.png'} is missing (expected frames 0..{seq_len - 1}.png)"
 
 
 def _read_csv(path: Path, rows: int, columns: int) -> np.ndarray:

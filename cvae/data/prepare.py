@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cvae.data.http import file_sha256
+from cvae.data.files import file_sha256, meta_checksum
 from cvae.data.raw import SPLITS, read_manifest, read_sequences
-from cvae.errors import DataError
+from cvae.errors import DataError, writing
 
 CONDITION_NAMES = ["action_dx", "action_dy", "action_dz", "gripper", "ee_x", "ee_y", "ee_z"]
 
@@ -74,6 +74,7 @@ def _write_shards(raw_dir: Path, out: Path, shard_size: int, seq_len: int,
         mean, std = _condition_stats(out / "train")
         meta.update(condition_names=CONDITION_NAMES, condition_mean=mean.tolist(),
                     condition_std=std.tolist())
+    meta["checksum"] = meta_checksum(meta)  # read_meta notices any later edit
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if losses:
         print(f"data.skip_bad_records: went on without {_lost_summary(losses)} "
@@ -102,7 +103,7 @@ class ShardWriter:
         """frames (T, H, W, 3) uint8; conditions (T, 7) vectors or (T', H, W, 3) label images."""
         lengths = (len(frames), len(conditions))
         if self.lengths not in (None, lengths):
-            raise ValueError(f"{self.folder.name}: a sequence of {lengths[0]} frames and "
+            raise DataError(f"{self.folder.name}: a sequence of {lengths[0]} frames and "
                              f"{lengths[1]} conditions among ones of {self.lengths[0]} and "
                              f"{self.lengths[1]}: every sequence of a split must match")
         self.lengths = lengths
@@ -124,8 +125,10 @@ class ShardWriter:
     def _flush(self) -> None:
         index = len(self.files)
         names = (f"frames-{index:05d}.npy", f"conditions-{index:05d}.npy")
-        np.save(self.folder / names[0], np.stack(self.frames))
-        np.save(self.folder / names[1], np.stack(self.conditions))
+        for name, arrays in zip(names, (self.frames, self.conditions)):
+            array = np.stack(arrays)
+            with writing(self.folder / name, array.nbytes):
+                np.save(self.folder / name, array)
         self.files.append({
             "frames": names[0], "conditions": names[1], "count": len(self.frames),
             "sha256": {name: file_sha256(self.folder / name) for name in names},

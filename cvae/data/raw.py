@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from cvae.config import DataConfig
 from cvae.data import bair, lab4_folders, png_folders
-from cvae.data.http import fetch, file_sha256
+from cvae.data.files import file_sha256
+from cvae.data.http import fetch
 
 SPLITS = ("train", "val", "test")
 CHUNK = 8  # sequences per generator task: small enough to keep every core busy to the end

@@ -5,7 +5,7 @@
                                        end-effector position (3); dance track: (n, T, 3, H, W)
                                        uint8 pose label images
 `shards/meta.json`                     track, counts, shapes, condition mean/std (robot, train
-                                       split), sha256s
+                                       split), the sha256 of every shard, and its own (`checksum`)
 
 On the dance track the splits differ in length (training clips, long validation and test
 sequences), and a test split of the course's folders has only each sequence's first frame:
@@ -13,21 +13,61 @@ sequences), and a test split of the course's folders has only each sequence's fi
 
 Plain `.npy` files: self-describing and memory-mapped with `np.load(mmap_mode="r")`, so a batch of
 windows touches only the bytes it needs and nothing is decoded while training. The prepare stage
-writes them (`cvae.data.prepare`); this module reads them.
+writes them (`cvae.data.prepare`); this module reads them. A stage checks the splits it reads
+against meta.json's sha256s first (`verify_shards`), so damaged shards stop it with their name.
 """
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cvae.data.files import file_sha256, meta_checksum
+from cvae.errors import DataError
+
+REBUILD = "rebuild the shards: dvc repro -f -s prepare (or python -m pipeline.prepare)"
+
+
 def read_meta(shards_dir: Path) -> dict:
+    """meta.json, checked against its own checksum (where prepare wrote one)."""
     path = Path(shards_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the prepare stage first")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not valid JSON ({error}): {REBUILD}") from None
+    if not isinstance(meta, dict) or "shards" not in meta:
+        raise DataError(f"{path} is not a shards description (no 'shards'): {REBUILD}")
+    if "checksum" in meta and meta["checksum"] != meta_checksum(meta):
+        raise DataError(f"{path} was changed after prepare wrote it (its checksum does not "
+                        f"match): {REBUILD}")
+    return meta
+
+
+def verify_shards(shards_dir: Path, meta: dict, splits) -> None:
+    """Every shard file of `splits` against the sha256 that meta.json holds for it, on all
+    cores: a damaged, truncated or replaced shard stops here with its name, not later with a
+    different number (benchmarks/verify_shards.py measures the cost)."""
+    shards_dir = Path(shards_dir)
+    expected = {shards_dir / split / name: digest for split in splits
+                for entry in meta["shards"][split] for name, digest in entry["sha256"].items()}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib lets go of the GIL
+        found = dict(zip(expected, pool.map(_sha256_if_there, expected)))
+    for file, digest in expected.items():
+        if found[file] != digest:
+            what = "is missing" if found[file] is None else (
+                f"is damaged or was changed (its sha256 is not the one {shards_dir / 'meta.json'} "
+                "recorded)")
+            raise DataError(f"{file} {what}: {REBUILD}")
+
+
+def _sha256_if_there(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
 
 
 class Split:

@@ -29,6 +29,16 @@ FRAME_KEY, ACTION_KEY, POSITION_KEY = "{}/image_aux1/encoded", "{}/action", "{}/
 HEADER = 12  # length (8 bytes) + its CRC (4 bytes)
 
 
+class TooFewFrames(DataError):
+    """A well-formed sequence shorter than data.seq_len: a setting to change, not damage."""
+
+    def __init__(self, source: str, frames: int, seq_len: int):
+        self.frames = frames
+        super().__init__(f"data.seq_len is {seq_len}, but {source or 'a sequence'} has "
+                         f"{frames} frames: set data.seq_len to {frames} or less (BAIR's "
+                         "sequences have 30)")
+
+
 class CorruptRecord(DataError):
     """A record that fails its CRC, is cut short, or does not hold a BAIR sequence."""
 
@@ -74,9 +84,14 @@ def read_records(stream: BinaryIO, source: str) -> Iterator[tuple[int, bytes | C
 
 def parse_sequence(data: bytes, seq_len: int, image_size: int = 64):
     """One Example -> frames (T, H, W, 3) uint8, actions (T, 4), positions (T, 3) float32.
-    Raises KeyError/ValueError naming the key that is missing, of the wrong size or not finite."""
+    Raises TooFewFrames if the sequence has frames 0..k-1 only, k < seq_len, and
+    KeyError/ValueError naming the key that is missing, of the wrong size or not finite."""
     features = example_pb2.Example.FromString(data).features.feature
     frame_bytes = image_size * image_size * 3
+    if FRAME_KEY.format(seq_len - 1) not in features and FRAME_KEY.format(0) in features:
+        present = sum(FRAME_KEY.format(t) in features for t in range(seq_len))
+        if all(FRAME_KEY.format(t) in features for t in range(present)):  # 0..present-1
+            raise TooFewFrames("", present, seq_len)
 
     def values(key: str, kind: str, size: int):
         if key not in features:
