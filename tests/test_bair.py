@@ -1,10 +1,12 @@
 """The real-data paths: BAIR's tar of TFRecords over HTTP, and the course's PNG folders."""
 import dataclasses
 import hashlib
+import http.server
 import io
 import json
 import re
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -102,6 +104,29 @@ def test_a_wrong_size_or_checksum_or_host_is_a_clear_error(tmp_path, server):
     unreachable = server.url.rsplit(":", 1)[0] + ":9/bair.tar"  # the discard port: nobody there
     with pytest.raises(DownloadError, match="cannot download .*127.0.0.1:9"):
         fetch(unreachable, tmp_path / "c.tar", size=10, attempts=1, timeout=2)
+
+
+def test_a_redirect_loop_is_a_clear_error(tmp_path):
+    class Loop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", self.path)  # back to itself
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_port}/bair.tar"
+    try:
+        with pytest.raises(DownloadError, match=f"cannot download {url} \\(data.bair.url\\): "
+                                                "Exceeded 30 redirects. Check the URL"):
+            fetch(url, tmp_path / "bair.tar", size=10, attempts=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not (tmp_path / "bair.tar").exists()
 
 
 @pytest.mark.parametrize("typo, message", [

@@ -1,16 +1,24 @@
 """What DVC sees of the download stage: a change to any `data.bair` value, or to any file in the
-course's folders, re-runs it.
+course's folders, re-runs it; and what `dvc exp show` shows of a queued run whose worker is
+killed.
 
 Each test builds a tiny DVC project (git + dvc) whose one stage has the real download stage's
 params and data deps, copied from dvc.yaml with params.yaml and the placeholder folders, and a
 trivial command that counts its runs and copies params.yaml into its output."""
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from dvc.repo import Repo
+
+from cvae.compare import _experiments, exp_show
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "echo run >> runs.log && mkdir -p raw && cp params.yaml raw/"
@@ -99,3 +107,97 @@ def test_a_changed_file_in_a_course_folder_reruns_download(project, tmp_path, se
         assert "download" in _status(project), change.__name__
         _repro(project)
         assert _runs(project) == runs and _status(project) == {}, change.__name__
+
+
+# --- a queued experiment whose worker is killed --------------------------------------------------
+
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".dvc", "pipeline", "cvae", "data", "data.dvc",
+                 "bair_png", "lab4_dance")
+BASELINE = {"metrics/train.json": {"epochs": 999, "best_val_psnr": 99.9},
+            "metrics/eval.json": {"psnr": 99.9, "ssim": 0.999}}  # numbers no run here makes
+
+
+def _queue_project(root: Path) -> Path:
+    """The project's pipeline in a new git repository, with tiny settings on the committed
+    sample, and metrics committed that no run of it can produce (the baseline's)."""
+    root.mkdir()
+    for name in PROJECT_FILES:
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["source"] = "sample"
+    params["model"].update(g_dim=16, z_dim=4, rnn_size=16)
+    params["train"].update(epochs=500, steps_per_epoch=1, batch_size=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for path, metrics in BASELINE.items():
+        (root / path).parent.mkdir(exist_ok=True)
+        (root / path).write_text(json.dumps(metrics))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"]):
+        subprocess.run(command, cwd=root, check=True)
+    return root
+
+
+def _dvc(root: Path, *args) -> tuple[int, str]:
+    """(exit status, output) of `dvc args` in `root`. The output goes through a file: the
+    workers that `dvc queue start` leaves running would hold a pipe open."""
+    with open(root.parent / "dvc.out", "w+") as out:
+        code = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=120).returncode
+        out.seek(0)
+        return code, out.read()
+
+
+def _experiment(root: Path, name: str) -> dict | None:
+    """The experiment `name` in `dvc exp show --json`: state and metrics (per file)."""
+    for exp in _experiments(exp_show([], root)):
+        if exp["experiment"] == name:
+            return exp
+    return None
+
+
+def _kill_processes_under(root: Path) -> int:
+    """kill -9 every process whose working folder is in `root`: the queue's worker and what it
+    started (the experiment runs in a folder under .dvc/tmp/exps)."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(root):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+    return killed
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds processes in /proc")
+def test_a_killed_queued_experiment_shows_only_its_own_numbers(tmp_path):
+    """`dvc exp run --queue`, `dvc queue start`, kill -9 the worker mid-training: the running
+    experiment's row holds its own partial numbers, never the baseline commit's, and the
+    commands the README gives clear it."""
+    root = _queue_project(tmp_path / "project")
+    assert _dvc(root, "exp", "run", "--queue", "-n", "killed", "-S", "train.lr=0.001")[0] == 0
+    assert _dvc(root, "queue", "start", "-j", "1")[0] == 0
+    try:
+        deadline, exp = time.monotonic() + 240, None
+        while time.monotonic() < deadline:
+            exp = _experiment(root, "killed")
+            # (Until its train stage starts, the row shows the files the run started from.)
+            if exp and 2 <= (exp["metrics"].get("metrics/train.json") or {}).get("epochs", 0) < 999:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the queued experiment did not train 2 epochs: {exp}")
+    finally:
+        assert _kill_processes_under(root) >= 1
+
+    exp = _experiment(root, "killed")
+    train = exp["metrics"]["metrics/train.json"]
+    assert exp["state"] == "running" and 2 <= train["epochs"] < 500
+    assert train["best_val_psnr"] != 99.9 and not exp["metrics"].get("metrics/eval.json")
+
+    assert _dvc(root, "queue", "kill", "killed")[0] == 0
+    status = _dvc(root, "queue", "status")[1]
+    assert "Worker status: 0 active" in status
+    assert [line.split()[-1] for line in status.splitlines() if " killed " in line] == ["Failed"]
+    assert _dvc(root, "queue", "remove", "--failed")[0] == 0
+    assert _experiment(root, "killed") is None

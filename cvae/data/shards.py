@@ -29,7 +29,7 @@ import torch
 from cvae.data.files import file_sha256, meta_checksum
 from cvae.errors import DataError
 
-REBUILD = "rebuild the shards: dvc repro -f -s prepare (or python -m pipeline.prepare)"
+REBUILD = "restore them: dvc repro (it checks the shards out again or re-runs prepare)"
 
 
 def read_meta(shards_dir: Path) -> dict:
