@@ -50,9 +50,9 @@ def fetch(url: str, dest: Path, size: int, sha256: str = "", attempts: int = 3,
                     f"yourself and put it at {dest}"
                 ) from error
         except requests.RequestException as error:  # a redirect loop, a bad URL...: no retry
-            raise DownloadError(f"cannot download {url} (data.bair.url): {error}. Check the "
-                                f"URL, or download the file yourself and put it at "
-                                f"{dest}") from None
+            raise DownloadError(f"cannot download {url} (data.bair.url): "
+                                f"{str(error).rstrip('.')}. Check the URL, or download the "
+                                f"file yourself and put it at {dest}") from None
     _check(part, size, sha256, "if data.bair.sha256 is wrong, correct it and re-run; if the "
            "download is damaged, delete the file and re-run")
     os.replace(part, dest)
