@@ -6,8 +6,10 @@ optimiser step) and `epochs.tsv` (one row per epoch, with validation scores). Ev
 carries the log rows of the epochs it covers, and the TSVs are rewritten from them when a run
 starts or resumes: a kill at any moment loses no row of a saved epoch, and rows of another
 setting's run never mix in. A rerun with the same settings continues from `last.pt`; changing
-anything but `train.epochs` starts over. A loss or gradient that stops being finite stops
-training before the update, with the last good checkpoint intact.
+anything but `train.epochs` starts over, and a lower `train.epochs` goes on from `best.pt` when
+that epoch is early enough (else starts over), so the run is always the one its settings make.
+A checkpoint that cannot be read is set aside (`last.pt.corrupt`). A loss or gradient that stops
+being finite stops training before the update, with the last good checkpoint intact.
 
 Under `torchrun` every process trains a replica with DistributedDataParallel on its own batches
 (`train.batch_size` each); rank 0 alone validates and writes logs and checkpoints.
@@ -28,14 +30,14 @@ from torch import nn
 from tqdm import tqdm
 
 from cvae import tracks
+from cvae.checkpoints import (CheckpointError, copy_checkpoint, fingerprint, load_checkpoint,
+                              save_checkpoint, set_aside)
 from cvae.config import EvalConfig, Params
 from cvae.data.batches import TrainBatches, seeded_generator
 from cvae.data.shards import Split, read_meta, verify_shards
 from cvae.errors import UserError
 from cvae.losses import sequence_loss
 from cvae.metrics import moving_pixels
-from cvae.checkpoints import (CheckpointError, copy_checkpoint, fingerprint, load_checkpoint,
-                              save_checkpoint, set_aside)
 from cvae.runtime import (autocast, init_distributed, precision, prepare_model,
                           reuse_freed_memory, runs_in_bf16, set_seed)
 from cvae.samples import to_model_conditions, to_model_frames
@@ -310,7 +312,7 @@ def _best_matches(models_dir: Path, state: dict, key: str, device: torch.device,
     if state["best_epoch"] == state["epoch"] - 1:
         copy_checkpoint(models_dir / "last.pt", best)
         return True
-    saved = _load_or_set_aside(best, device, say)
+    saved = _load_or_set_aside(best, "cpu", say)
     if saved is not None and saved["fingerprint"] == key \
             and saved["state"]["epoch"] == state["best_epoch"] + 1:
         return True
