@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -72,7 +73,7 @@ def _torch_load(source, path: Path, device) -> dict:
     try:
         return torch.load(source, map_location=device, weights_only=True)
     except Exception as error:  # a damaged file fails in many ways, none of them our bug
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        reason = re.split(r"\.\s|\n", str(error).strip())[0]  # torch's first sentence
         raise CheckpointError(f"{path} cannot be read ({type(error).__name__}"
                               f"{': ' + reason if reason else ''})") from error
 
@@ -147,7 +148,11 @@ def load_finished(best: Path, params: Params, meta: dict, device: torch.device) 
             f"{last_path}: its run has trained {done} epochs and train.epochs is {planned}"
             f"{' (it was stopped before the end)' if done < planned else ''}: run the train "
             "stage first")
-    state = load_checkpoint(best, device)
+    try:
+        state = load_checkpoint(best, device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}: run dvc repro, which restores models/ from DVC's "
+                              "cache or runs the train stage (it rebuilds the file)") from None
     best_epoch = last["state"]["best_epoch"]
     if state["fingerprint"] != key or state["state"]["epoch"] != best_epoch + 1:
         raise CheckpointError(f"{best} is not the best epoch ({best_epoch}) of the run in "
