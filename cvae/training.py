@@ -167,6 +167,7 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path,
         set_seed(cfg.seed, rank)  # from here on, each rank draws its own noise
     logs = _Logs(log_dir, ckpt["logs"] if ckpt is not None else None) if lead else None
 
+    started, first_epoch = time.perf_counter(), state["epoch"]
     for epoch in range(state["epoch"], cfg.epochs):
         tfr = teacher_forcing_ratio(cfg.tfr, epoch)
         coins = seeded_generator(cfg.seed, epoch)  # the same on every rank: one path per step
@@ -208,8 +209,10 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path,
             _average_buffers(model, world)
         rng = _gather_rng_states(device, world)
         if lead:
+            timing = _timing(time.perf_counter() - started, epoch + 1 - first_epoch,
+                             cfg.epochs - epoch - 1)
             _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,
-                       models_dir, logs, {**totals, "beta": beta, "tfr": tfr}, say)
+                       models_dir, logs, {**totals, "beta": beta, "tfr": tfr}, say, timing)
             progress(_summary(state, device, world, logs, window))
         if world > 1:
             dist.barrier()  # the others wait for the checkpoint
@@ -238,8 +241,20 @@ def _final_kl(logs: "_Logs", steps_per_sequence: int) -> dict:
     return {"final_kl": kl, "final_kl_per_step": kl / steps_per_sequence}
 
 
+def _timing(elapsed: float, done: int, left: int) -> str:
+    """`1m40s elapsed, ETA 3m20s`: the epochs left at this run's pace so far."""
+    return f"{_duration(elapsed)} elapsed, ETA {_duration(elapsed / done * left)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes \
+        else f"{seconds}s"
+
+
 def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg, device,
-               models_dir, logs, train_terms, say):
+               models_dir, logs, train_terms, say, timing: str):
     """Validate (the track's protocol, the same prior samples every epoch), log, checkpoint."""
     epoch = state["epoch"] - 1
     val = track.validate(model, val_split, cfg, device)
@@ -250,8 +265,8 @@ def _end_epoch(track, model, optimizer, params, key, state, rng, val_split, cfg,
             "Try a lower train.lr or train.grad_clip above 0.")
     logs.epoch({"epoch": epoch, "step": state["step"], **train_terms, "val_psnr": val["psnr"],
                 "val_ssim": val["ssim"], "val_baseline_psnr": val["baseline_psnr"]})
-    say(f"epoch {epoch} val psnr {val['psnr']:.2f} dB (baseline {val['baseline_psnr']:.2f})"
-        f" ssim {val['ssim']:.3f}")
+    say(f"epoch {epoch} ({epoch + 1}/{cfg.epochs}) val psnr {val['psnr']:.2f} dB (baseline "
+        f"{val['baseline_psnr']:.2f}) ssim {val['ssim']:.3f}; {timing}")
     if val["psnr"] > state["best_psnr"]:
         state.update(best_psnr=val["psnr"], best_epoch=epoch)
     logs.flush()  # before the checkpoint that covers these rows

@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -375,3 +376,14 @@ def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
     assert fingerprint(parse(Params, plate), meta) != fingerprint(parse(Params, dance), meta)
     weighted = {**dance, "train": {"n_past": 1, "moving_weight": 10}}
     assert fingerprint(parse(Params, weighted), meta) != fingerprint(parse(Params, dance), meta)
+
+
+def test_every_epoch_prints_one_line_with_elapsed_time_and_an_eta(shards, tmp_path, capsys):
+    """Also where output is not a terminal (no progress bar there): one line an epoch."""
+    train(parse(Params, TINY), shards, tmp_path / "models", tmp_path / "logs")
+    lines = [line for line in capsys.readouterr().out.splitlines() if " val psnr " in line]
+    assert [line.split(" val psnr")[0] for line in lines] == \
+        ["epoch 0 (1/3)", "epoch 1 (2/3)", "epoch 2 (3/3)"]
+    assert all(re.search(r"; \d+s elapsed, ETA \d+s$", line) for line in lines)
+    assert lines[-1].endswith("ETA 0s")
+    assert [training._duration(s) for s in (4.6, 65, 3725)] == ["5s", "1m05s", "1h02m"]
