@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import torch  # noqa: E402
 
 from cvae.config import Params, parse  # noqa: E402
-from pipeline.preset import merged_tree  # noqa: E402
+from cvae.presets import merged_tree  # noqa: E402
 from train_step import dance_model_at, dance_step, device_name, timed_together  # noqa: E402
 
 

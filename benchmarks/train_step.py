@@ -51,7 +51,7 @@ from cvae.tracks.robot.model import SVG  # noqa: E402
 from cvae.tracks.robot.reference import per_frame_rollout  # noqa: E402
 from cvae.tracks.robot.rollout import rollout  # noqa: E402
 from cvae.training import Objective, train_step  # noqa: E402
-from pipeline.preset import merged_tree  # noqa: E402
+from cvae.presets import merged_tree  # noqa: E402
 
 LAB = ModelConfig(width=1.0, g_dim=128, z_dim=64, rnn_size=256)
 N_PAST, N_FUTURE, SAMPLES = 2, 10, 100

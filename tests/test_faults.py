@@ -25,7 +25,7 @@ from cvae.data import lab4_folders
 from cvae.data.files import ImageError, read_rgb
 from cvae.data.prepare import prepare
 from pipeline._cli import forget_results_below
-from pipeline.preset import merge
+from cvae.presets import merge
 from tests import bair_files
 from tests.conftest import random_sequences, write_random_raw
 from tests.test_training import TINY

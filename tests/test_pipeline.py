@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.preset import merge
+from cvae.presets import merge
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = {
