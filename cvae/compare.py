@@ -11,6 +11,7 @@ import itertools
 import json
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ METRICS = (
 )
 STYLES = ("-", "--", "-.", ":")
 JUDGED = ("psnr", "psnr_best", "ssim", "final_kl")  # the baseline is the same data every run
+NARROW = {"psnr": "PSNR", "psnr_best": "best of N", "ssim": "SSIM", "final_kl": "final KL"}
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ def _table(done: list[dict]) -> tuple[pd.DataFrame, list[str]]:
 def _differing(table: pd.DataFrame, params: list[str]) -> list[str]:
     """The params whose value is not the same in every run, `train.seed` excepted, plus the
     commit when the runs come from several (another commit may be other code)."""
-    differing = [c for c in params if c != SEED and table[c].astype(str).nunique() > 1]
+    differing = [c for c in params if c != SEED and table[c].astype(str).nunique(dropna=False) > 1]
     return ([COMMIT] if table[COMMIT].nunique() > 1 else []) + differing
 
 
@@ -264,6 +266,61 @@ def _pairs_line(summary: pd.DataFrame, m: Metric) -> str:
     if not pairs:
         return f"{name}: none"
     return f"{name}: " + ", ".join(f"#{a} − #{b} = +{d:{m.spec}}{m.unit}" for a, b, d in pairs)
+
+
+def terminal(summary: pd.DataFrame, runs: Runs, width: int = 100) -> str:
+    """The table for a terminal of `width` columns: the params by their shortest unambiguous
+    names, each metric's mean ± sd in a narrow column; when the settings do not fit beside
+    the numbers, they are listed under the table instead. Then the differences beyond the
+    seed spread and what was left out, wrapped to `width`."""
+    names = _short_names(runs.params)
+    numbers = pd.DataFrame({"#": summary.index, "n": summary["n"]}, index=summary.index)
+    for m in METRICS:
+        if m.key in NARROW:
+            numbers[NARROW[m.key]] = [
+                _mean_sd(row[f"{m.key}_mean"], row[f"{m.key}_sd"], _narrow(m.spec))
+                for _, row in summary.iterrows()]
+    settings = summary[runs.params].rename(columns=names).astype(str) if runs.params else None
+    table = numbers if settings is None else pd.concat(
+        [numbers[["#"]], settings, numbers.drop(columns="#")], axis=1)
+    text = table.to_string(index=False)
+    key = []
+    if max(map(len, text.splitlines())) > width and settings is not None:
+        text = numbers.to_string(index=False)
+        key = [textwrap.fill(f"#{k}: " + ", ".join(f"{names[p]}={summary.at[k, p]}"
+                                                   for p in runs.params),
+                             width, subsequent_indent="    ") for k in summary.index]
+    lines = [text, *key, "", textwrap.fill(
+        "Mean ± sd over the n seeds of each setting; PSNR in dB, final KL in nats per training "
+        "sequence. Differences beyond the seed spread (means apart by more than the sum of the "
+        "two sds):", width)]
+    lines += [textwrap.fill(f"- {_pairs_line(summary, m)}", width, subsequent_indent="  ")
+              for m in METRICS if m.key in JUDGED]
+    if runs.notes:
+        lines.append(textwrap.fill("Not compared: " + "; ".join(runs.notes) + ".", width))
+    return "\n".join(lines) + "\n"
+
+
+def _short_names(params: list[str]) -> dict[str, str]:
+    """Each param by the fewest trailing parts of its name that no other param ends with:
+    `train.kl.type` -> `kl.type` beside `model.prior` -> `prior`."""
+    short = {}
+    for param in params:
+        parts = param.split(".")
+        for k in range(1, len(parts) + 1):
+            tail = ".".join(parts[-k:])
+            if not any(o != param and (o == tail or o.endswith("." + tail)) for o in params) \
+                    and (k > 1 or tail not in ("type", "seed", "size")):
+                short[param] = tail
+                break
+        else:
+            short[param] = param
+    return short
+
+
+def _narrow(spec: str) -> str:
+    """One digit fewer than the markdown table shows."""
+    return {".3f": ".2f", ".4f": ".3f"}.get(spec, spec)
 
 
 # --- the figure ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Not a stage of dvc.yaml: it reads the experiments DVC lists, after a sweep such 
     dvc exp run --queue -S 'train.kl.type=Monotonic,Cyclical,None' -S 'train.seed=1,2,3'
     dvc queue start -j 1
 
-Usage: python -m pipeline.compare [EXPERIMENT ...] [--rev COMMIT] [-n NUM] [-A] [--out DIR]
+Usage: python -m pipeline.compare [EXPERIMENT ...] [--rev COMMIT] [-n NUM] [-A] [--terminal]
+                                  [--out DIR]
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def _arguments() -> argparse.Namespace:
                         help="experiments of the last NUM commits (as `dvc exp show -n`)")
     parser.add_argument("-A", "--all-commits", action="store_true",
                         help="experiments of every commit (as `dvc exp show -A`)")
+    parser.add_argument("--terminal", action="store_true",
+                        help="print a table that fits 100 columns (and write the files as usual)")
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), metavar="DIR",
                         help="folder for compare.md, compare.tsv, compare.png "
                              "(default: reports/compare)")
@@ -43,9 +46,10 @@ def main() -> None:
     runs = compare.read_runs(shown, args.experiments)
     summary = compare.summarise(runs)
     epochs, steps, notes = compare.read_logs(runs)
-    print(compare.write(summary, runs, epochs, steps, args.out, notes))
-    print(f"wrote {args.out / 'compare.md'}, {args.out / 'compare.tsv'}, "
-          f"{args.out / 'compare.png'}")
+    table = compare.write(summary, runs, epochs, steps, args.out, notes)
+    print(compare.terminal(summary, compare.Runs(runs.table, runs.params, [*runs.notes, *notes]))
+          if args.terminal else table)
+    print(f"wrote {args.out}/compare.md, compare.tsv and compare.png")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,14 @@ def test_compare_command_on_a_swept_project(swept, tmp_path):
     with Image.open(tmp_path / "compare.png") as figure:
         assert figure.width == 900 and 600 <= figure.height <= 800
 
+    narrow = subprocess.run([sys.executable, "-m", "pipeline.compare", "--terminal", "--out",
+                             str(tmp_path)], cwd=swept, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert narrow.returncode == 0, narrow.stderr
+    *table, wrote = narrow.stdout.splitlines()  # the last line names the files written
+    assert max(map(len, table)) <= 100 and wrote.startswith("wrote ")
+    assert narrow.stdout.splitlines()[1].split()[:4] == ["1", "Monotonic", "2", "25.02"]
+
 
 def test_readme_sweep_crosses_both_lists(swept):
     runs = _experiments(swept)
@@ -228,3 +236,28 @@ def test_selection_by_name_and_unknown_names():
         compare.read_runs(shown, ["zz"])
     with pytest.raises(UserError, match="no finished experiment.*1 queued"):
         compare.read_runs(_shown(_exp("q", _params(1), state="queued")))
+
+
+def test_the_terminal_table_fits_100_columns():
+    """`python -m pipeline.compare --terminal`: beside the numbers while the settings fit, in a
+    key below the table when they do not (here: five params set apart)."""
+    few = compare.read_runs(_shown(*(_exp(f"{kl}{seed}", _params(seed, kl=kl), 26.0 + seed / 10)
+                                     for kl in ("Monotonic", "Cyclical", "None")
+                                     for seed in (1, 2))))
+    text = compare.terminal(compare.summarise(few), few)
+    assert max(map(len, text.splitlines())) <= 100
+    header = text.splitlines()[0].split()
+    assert header[:4] == ["#", "kl.type", "n", "PSNR"]  # train.kl.type, by its short name
+    assert "26.15 ± 0.07" in text and "- test PSNR: none" in text
+
+    def wide(seed, prior, conditioning, levels, sequences):
+        return {"model": {"prior": prior, "conditioning": conditioning, "levels": levels},
+                "train": {"seed": seed}, "data": {"num_train_sequences_of_a_long_name": sequences}}
+
+    many = compare.read_runs(_shown(
+        *(_exp(f"a{seed}", wide(seed, "fixed", "concat", 1, 8), 26.0) for seed in (1, 2)),
+        *(_exp(f"b{seed}", wide(seed, "learned", "condconv", 3, 7), 27.0) for seed in (1, 2))))
+    text = compare.terminal(compare.summarise(many), many)
+    assert max(map(len, text.splitlines())) <= 100
+    assert "#2: prior=learned, conditioning=condconv, levels=3, " \
+           "num_train_sequences_of_a_long_name=7" in text
