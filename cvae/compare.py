@@ -52,6 +52,7 @@ METRICS = (
     Metric(EVAL, "baseline_psnr", "copy baseline (dB)", "copy baseline PSNR", ".3f", " dB"),
 )
 STYLES = ("-", "--", "-.", ":")
+HELD = ("beta", "tfr")  # held through each step (or epoch): drawn as steps
 JUDGED = ("psnr", "psnr_best", "ssim", "final_kl")  # the baseline is the same data every run
 NARROW = {"psnr": "PSNR", "psnr_best": "best of N", "ssim": "SSIM", "final_kl": "final KL"}
 
@@ -360,19 +361,21 @@ def figure(summary: pd.DataFrame, runs: Runs, epochs: pd.DataFrame, steps: pd.Da
     # The KL of one step is noisy: smooth each run before taking the spread across seeds.
     steps = steps.assign(kl_smooth=steps.groupby("run")["kl"].transform(
         lambda kl: kl.rolling(window, min_periods=1).mean()))
-    smoothed = f"rolling mean of {window} steps" if window > 1 else "per step"
+    smoothed = f"rolling mean over {window} optimiser steps" if window > 1 else "each step"
     panels = [(axes[0, 0], epochs, "epoch", "val_psnr", "validation PSNR (dB)", "epoch (from 0)"),
               (axes[0, 1], steps, "step", "kl_smooth",
-               f"KL (nats, summed over latent dims and steps),\n{smoothed}", "step"),
-              (axes[1, 0], steps, "step", "beta", "KL weight beta", "step"),
-              (axes[1, 1], steps, "step", "tfr", "teacher forcing ratio", "step")]
+               "KL per sequence (nats, summed over latent\ndims and the sequence's steps), "
+               + smoothed,
+               "optimiser step"),
+              (axes[1, 0], steps, "step", "beta", "KL weight beta", "optimiser step"),
+              (axes[1, 1], steps, "step", "tfr", "teacher forcing ratio", "optimiser step")]
     colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     handles = []
     for k in summary.index:
         # Dashes as well as colours: settings whose curves coincide (a shared schedule) stay
         # visible one over the other.
         style = {"color": colours((k - 1) % colours.N), "ls": STYLES[(k - 1) % len(STYLES)]}
-        lines = [_band(ax, data[data["setting"] == k], x, y, style)
+        lines = [_band(ax, data[data["setting"] == k], x, y, style, steps=y in HELD)
                  for ax, data, x, y, _, _ in panels]
         handles.append(lines[0])
     for ax, _, _, _, title, xlabel in panels:
@@ -390,11 +393,14 @@ def figure(summary: pd.DataFrame, runs: Runs, epochs: pd.DataFrame, steps: pd.Da
     plt.close(fig)
 
 
-def _band(ax, data: pd.DataFrame, x: str, y: str, style: dict):
+def _band(ax, data: pd.DataFrame, x: str, y: str, style: dict, steps: bool = False):
+    """The mean over the seeds as a line, their min to max as a band; `steps`: a value held
+    from one x to the next (beta, tfr), drawn as steps rather than ramps."""
     across = data.groupby(x)[y].agg(["mean", "min", "max"])  # over the seeds, at each x
     ax.fill_between(across.index, across["min"], across["max"], color=style["color"], alpha=0.25,
-                    lw=0)
-    return ax.plot(across.index, across["mean"], lw=1.5, **style)[0]
+                    lw=0, step="post" if steps else None)
+    return ax.plot(across.index, across["mean"], lw=1.5, drawstyle="steps-post" if steps
+                   else "default", **style)[0]
 
 
 def _label(summary: pd.DataFrame, params: list[str], k: int) -> str:

@@ -18,6 +18,7 @@ from matplotlib import font_manager, ticker  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from cvae.errors import UserError  # noqa: E402
+from cvae.losses import COLLAPSED_BELOW  # noqa: E402
 
 CONDITIONING = (40, 170, 60)  # frame border: a true frame (given, or the ground truth)
 PREDICTED = (210, 50, 50)  # frame border: a frame the model predicted
@@ -26,10 +27,6 @@ MAX_WIDTH = 680  # px, every image of the report: two revisions side by side fit
 FIGURE_WIDTH = 6.8  # inches at DPI: the matplotlib figures are 680 px wide
 DPI = 100
 TEXT_SIZE = 13  # px, the text of GIFs and grids
-# The posterior has collapsed when the final KL (nats per step of a training sequence, summed
-# over the latent dimensions) is below this: the latent then tells the decoder almost nothing
-# about the frame, so prior samples, the best sample and the posterior hardly differ.
-COLLAPSED_BELOW = 0.1
 
 
 @dataclass
@@ -138,7 +135,8 @@ def _plain_log_ticks(ax) -> None:
 
 
 def _loss_and_kl(loss, kl, steps: pd.DataFrame, train_metrics: dict) -> None:
-    """Log axes: the KL of a collapsed posterior, near 0, shows as such."""
+    """Log axes: the KL of a collapsed posterior, near 0, shows as such. The collapse threshold,
+    a KL per step, is drawn per sequence, the axis's unit."""
     _per_step(loss, steps, "loss", "tab:blue")
     loss.set(title="loss = MSE + β·KL", yscale="log",
              ylabel="per sequence (log)\nMSE summed over steps")
@@ -146,21 +144,30 @@ def _loss_and_kl(loss, kl, steps: pd.DataFrame, train_metrics: dict) -> None:
     if train_metrics["final_kl_per_step"] > 0:  # the threshold, in nats per sequence
         per_sequence = train_metrics["final_kl"] / train_metrics["final_kl_per_step"]
         kl.axhline(COLLAPSED_BELOW * per_sequence, color="black", ls="--", lw=1,
-                   label=f"collapsed below ({COLLAPSED_BELOW} nats/step)")
+                   label=f"collapsed below: {COLLAPSED_BELOW} nats/step x {per_sequence:g}")
     kl.set(title="KL to the prior", yscale="log",
            ylabel="nats per sequence (log), summed\nover latent dims and steps")
     for ax in (loss, kl):
         ax.set_xlabel("optimiser step")
+        _legend_above_the_data(ax)
         _plain_log_ticks(ax)
-        ax.legend()
+
+
+def _legend_above_the_data(ax) -> None:
+    """Room at the top of a log axis for the legend, so that it covers no curve or line."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * (high / low) ** 0.45)
+    ax.legend(loc="upper right", ncols=1)
 
 
 def _schedules(beta, tfr, steps: pd.DataFrame) -> None:
-    """One axis each: beta (~1e-4) drawn beside tfr (0..1) would be a flat line at 0."""
-    beta.plot(steps["step"], steps["beta"], color="tab:red")
+    """One axis each: beta (~1e-4) drawn beside tfr (0..1) would be a flat line at 0. Both hold
+    their value through a step (beta through an epoch when counted in epochs, tfr always):
+    drawn as steps, not ramps between the steps' values."""
+    beta.plot(steps["step"], steps["beta"], color="tab:red", drawstyle="steps-post")
     beta.set(title="KL weight β (annealing)", ylabel="β (no unit)", xlabel="optimiser step")
     beta.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2e-05
-    tfr.plot(steps["step"], steps["tfr"], color="tab:orange")
+    tfr.plot(steps["step"], steps["tfr"], color="tab:orange", drawstyle="steps-post")
     tfr.set(title="teacher forcing ratio", ylabel="P(true previous frame fed)",
             xlabel="optimiser step", ylim=(-0.05, 1.05))
 
@@ -171,10 +178,12 @@ def _validation(psnr, ssim, epochs: pd.DataFrame, baseline: str) -> None:
     psnr.plot(epochs["epoch"], epochs["val_baseline_psnr"], ls="--", color="tab:gray",
               label=baseline)
     psnr.set(title="validation PSNR", ylabel="PSNR per image (dB)", xlabel="epoch (from 0)")
-    psnr.legend()
+    psnr.legend(loc="best")
     ssim.plot(epochs["epoch"], epochs["val_ssim"], marker="o", ms=3, color="tab:blue")
     ssim.set(title="validation SSIM (model)", ylabel="SSIM (no unit, at most 1)",
              xlabel="epoch (from 0)")
+    for ax in (psnr, ssim):
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # no epoch 0.5
 
 
 def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, train_metrics: dict, out: Path,

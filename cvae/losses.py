@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import torch
 
+# The posterior has collapsed when the KL (nats per step of a training sequence, summed over the
+# latent dimensions) is below this: the latent then tells the decoder almost nothing about the
+# frame, so prior samples, the best sample and the posterior hardly differ.
+COLLAPSED_BELOW = 0.1
+
 
 def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None) -> torch.Tensor:
     """KL(q || p) between diagonal Gaussians, summed over the last (latent) dimension.

@@ -2,7 +2,8 @@
 
 Outputs in `models_dir`: `last.pt` (written every epoch, resumed from) and `best.pt` (a copy of
 the checkpoint with the highest validation PSNR). Logs in `log_dir`: `steps.tsv` (one row per
-optimiser step) and `epochs.tsv` (one row per epoch, with validation scores). Every checkpoint
+optimiser step), `epochs.tsv` (one row per epoch, with validation scores) and `collapse.tsv`
+(the collapse threshold, for the plots page). Every checkpoint
 carries the log rows of the epochs it covers, and the TSVs are rewritten from them when a run
 starts or resumes: a kill at any moment loses no row of a saved epoch, and rows of another
 setting's run never mix in. A rerun with the same settings continues from `last.pt`; changing
@@ -36,7 +37,7 @@ from cvae.config import EvalConfig, Params
 from cvae.data.batches import TrainBatches, seeded_generator
 from cvae.data.shards import Split, read_meta, verify_shards
 from cvae.errors import UserError
-from cvae.losses import sequence_loss
+from cvae.losses import COLLAPSED_BELOW, sequence_loss
 from cvae.metrics import moving_pixels
 from cvae.runtime import (autocast, init_distributed, precision, prepare_model,
                           reuse_freed_memory, runs_in_bf16, set_seed)
@@ -166,6 +167,8 @@ def _train(params: Params, shards_dir: Path, models_dir: Path, log_dir: Path,
     else:
         set_seed(cfg.seed, rank)  # from here on, each rank draws its own noise
     logs = _Logs(log_dir, ckpt["logs"] if ckpt is not None else None) if lead else None
+    if lead:
+        _write_collapse_line(log_dir, window - 1, cfg.epochs * cfg.steps_per_epoch)
 
     started, first_epoch = time.perf_counter(), state["epoch"]
     for epoch in range(state["epoch"], cfg.epochs):
@@ -232,6 +235,16 @@ def _summary(state: dict, device: torch.device, world: int, logs: "_Logs | None"
     if logs is not None and logs.rows["epochs"]:
         summary.update(_final_kl(logs, steps_per_sequence=window - 1))
     return summary
+
+
+def _write_collapse_line(log_dir: Path, steps_per_sequence: int, last_step: int) -> None:
+    """`collapse.tsv`: the KL below which the posterior counts as collapsed (COLLAPSED_BELOW
+    nats a step) in the unit of the KL logged, nats per sequence, at the first and the last
+    step: the line the plots page draws across the KL chart."""
+    threshold = COLLAPSED_BELOW * steps_per_sequence
+    tmp = log_dir / "collapse.tsv.tmp"
+    tmp.write_text(f"step\tcollapsed_below\n0\t{threshold:g}\n{last_step}\t{threshold:g}\n")
+    os.replace(tmp, log_dir / "collapse.tsv")
 
 
 def _final_kl(logs: "_Logs", steps_per_sequence: int) -> dict:

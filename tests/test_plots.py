@@ -1,5 +1,6 @@
 """The `dvc plots` page: it renders with no internet (vega inlined in the page template DVC is
 pointed at), and every chart says what it shows, with units."""
+import json
 import re
 import subprocess
 import sys
@@ -46,16 +47,49 @@ def test_every_chart_has_its_axes_titled_and_a_template_of_ours():
         assert (PLOTS / f"{spec['template']}.json").is_file(), name
 
 
+def _template(name: str) -> dict:
+    return json.loads((PLOTS / f"{name}.json").read_text())
+
+
 def test_one_quantity_per_chart_and_log_axes_for_loss_and_kl():
     charts = _charts()
     columns = {name: [c for y in spec["y"].values() for c in ([y] if isinstance(y, str) else y)]
                for name, spec in charts.items()}
-    assert columns["loss"] == ["loss"] and columns["kl"] == ["kl"]
+    assert columns["loss"] == ["loss"] and columns["kl"] == ["kl", "collapsed_below"]
     assert columns["beta"] == ["beta"] and columns["tfr"] == ["tfr"]
     assert charts["loss"]["template"] == charts["kl"]["template"] == "lines_log"
-    for name in ("lines", "lines_log"):
-        text = (PLOTS / f"{name}.json").read_text()
-        assert ('"type": "log"' in text) == (name == "lines_log")
+    for name in ("lines", "lines_log", "steps"):
+        scale = _template(name)["encoding"]["y"].get("scale", {})
+        assert (scale.get("type") == "log") == (name == "lines_log")
+
+
+def test_beta_and_tfr_are_drawn_as_steps_the_rest_as_lines():
+    """Beta and the teacher forcing ratio hold their value through a step or an epoch: a line
+    between two steps' values would draw a ramp (a triangle wave for Cyclical) that never was."""
+    charts = _charts()
+    assert charts["beta"]["template"] == charts["tfr"]["template"] == "steps"
+    assert _template("steps")["mark"]["interpolate"] == "step-after"
+    assert "interpolate" not in _template("lines")["mark"]
+
+
+def test_coinciding_revisions_stay_visible():
+    """Each revision its own dash and width, lines translucent: two revisions with the same
+    values show as a thin line inside a thick one, not as one line."""
+    for name in ("lines", "lines_log", "steps"):
+        template = _template(name)
+        assert template["encoding"]["strokeDash"]["field"] == "rev"
+        widths = template["encoding"]["strokeWidth"]
+        assert widths["field"] == "rev" and len(set(widths["scale"]["range"])) >= 2
+        assert template["mark"]["opacity"] < 1
+
+
+def test_the_kl_charts_collapse_line_is_in_its_unit(tmp_path):
+    """0.1 nats a step, times the steps of a training sequence: the unit of the logged KL."""
+    from cvae.training import _write_collapse_line
+
+    _write_collapse_line(tmp_path, steps_per_sequence=11, last_step=1000)
+    assert (tmp_path / "collapse.tsv").read_text() == \
+        "step\tcollapsed_below\n0\t1.1\n1000\t1.1\n"
 
 
 def test_every_report_output_is_declared():

@@ -27,7 +27,8 @@ def _columns(saved: dict, k: int) -> list[tuple[str, np.ndarray, tuple]]:
 def _sheet(columns, k: int, metrics: dict) -> Sheet:
     return Sheet(
         title=f"Sequence {k} of the {metrics['scored_split']} split: {metrics['model']}",
-        key=[(CONDITIONING, "true frame (t = 0 given)"), (GIVEN, "pose label (given)"),
+        key=[(CONDITIONING, "true frame: the ground truth, and t = 0, given"),
+             (GIVEN, "pose label (given)"),
              (PREDICTED, "predicted")],
         notes=[f"The first of {metrics['num_samples']} prior samples; the model sees its own "
                "predictions."],
@@ -44,7 +45,7 @@ def sequence_gif(columns, sheet: Sheet, fps: int, out: Path) -> None:
     length = len(columns[-1][1])
     frames = []
     for t in range(length):
-        status = f"t = {t} of {length - 1}: " + ("given" if t == 0 else "predicted")
+        status = f"t = {t} (frame {t + 1} of {length}): " + ("given" if t == 0 else "predicted")
         frame_sheet = Sheet(sheet.title, sheet.key, [*sheet.notes, status], sheet.headers)
         frames.append(draw_sheet(frame_sheet, [("", _tiles(columns, t))]))
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)

@@ -38,7 +38,8 @@ def _sheet(views, sequence: int, metrics: dict) -> Sheet:
     shown = sum(header.startswith("sample") for header, _ in views)
     return Sheet(
         title=f"Test sequence {sequence}: {metrics['model']}",
-        key=[(CONDITIONING, f"true frame (t < {n_past} given to the model)"),
+        key=[(CONDITIONING, f"true frame: the ground truth, and t < {n_past}, given to the "
+                            "model"),
              (PREDICTED, "predicted")],
         notes=[f"{shown} of {n} prior samples shown.",
                "The posterior infers z from the true future: an upper reference, not a "
@@ -59,7 +60,8 @@ def prediction_gif(truth: np.ndarray, views, sheet: Sheet, n_past: int, fps: int
     """Ground truth and every predictor side by side, one GIF frame per time step."""
     frames = []
     for t in range(len(truth)):
-        status = f"t = {t} of {len(truth) - 1}: " + ("given" if t < n_past else "predicted")
+        status = f"t = {t} (frame {t + 1} of {len(truth)}): " + (
+            "given" if t < n_past else "predicted")
         frame_sheet = Sheet(sheet.title, sheet.key, [*sheet.notes, status], sheet.headers)
         frames.append(draw_sheet(frame_sheet, [("", _tiles_at(t, truth, views, n_past))]))
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
