@@ -105,30 +105,41 @@ def set_aside(path: Path) -> Path:
     return aside
 
 
-# Settings added to the fingerprint's dicts later, with their value that changes nothing.
-ADDED_LATER = {"train": {"first_gap": 0, "moving_weight": 0.0},
-               "model.dance": {"first_lookup_dim": 0, "sees_first_label": False,
-                               "plate": False}}
+# Settings added after checkpoints were written, with their value that behaves as before: left
+# out of the fingerprint at that value, so those checkpoints still match. Any depth of section.
+ADDED_LATER = {"train.first_gap": 0, "train.moving_weight": 0.0,
+               "model.dance.first_lookup_dim": 0, "model.dance.plate": False}
+# Settings removed since, with the one value the code keeps: put back into the fingerprint at it,
+# so checkpoints written before the removal still match. (`model.dance.sees_first_label` was
+# left out at its kept value, False, before it was removed: nothing to put back.)
+REMOVED = {"model.dance.sees_previous": True, "model.dance.prior": "fixed"}
 
 
 def fingerprint(params: Params, meta: dict) -> str:
     """What a checkpoint must match to be resumed or evaluated: the model, the training settings
     (except compilation, which changes no number, and the number of epochs, so a run can be
     extended, unless the cosine learning rate is stretched over them) and the exact data (the
-    shards' checksums). A setting added after checkpoints were written is left out while it
-    has the value that behaves as before, so those checkpoints still match."""
+    shards' checksums). Settings added or removed since checkpoints were written count as
+    those checkpoints had them (ADDED_LATER, REMOVED), so they still match."""
     free = ("compile",) if params.train.lr_schedule == "cosine" else ("epochs", "compile")
-    train = {k: v for k, v in _as_before(asdict(params.train), "train").items() if k not in free}
-    model = asdict(params.model)
-    model["dance"] = _as_before(model["dance"], "model.dance")
-    blob = json.dumps([model, train, meta["shards"]], sort_keys=True)
+    settings = {"model": asdict(params.model),
+                "train": {k: v for k, v in asdict(params.train).items() if k not in free}}
+    for key, value in REMOVED.items():
+        *sections, name = key.split(".")
+        _section(settings, sections)[name] = value
+    for key, neutral in ADDED_LATER.items():
+        *sections, name = key.split(".")
+        section = _section(settings, sections)
+        if section.get(name) == neutral:
+            del section[name]
+    blob = json.dumps([settings["model"], settings["train"], meta["shards"]], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _as_before(settings: dict, section: str) -> dict:
-    """`settings` without those added later to `section` that still have their neutral value."""
-    neutral = ADDED_LATER[section]
-    return {k: v for k, v in settings.items() if not (k in neutral and v == neutral[k])}
+def _section(tree: dict, names: list[str]) -> dict:
+    for name in names:
+        tree = tree[name]
+    return tree
 
 
 def load_finished(best: Path, params: Params, meta: dict, device: torch.device) -> dict:

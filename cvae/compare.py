@@ -361,11 +361,10 @@ def figure(summary: pd.DataFrame, runs: Runs, epochs: pd.DataFrame, steps: pd.Da
     # The KL of one step is noisy: smooth each run before taking the spread across seeds.
     steps = steps.assign(kl_smooth=steps.groupby("run")["kl"].transform(
         lambda kl: kl.rolling(window, min_periods=1).mean()))
-    smoothed = f"rolling mean over {window} optimiser steps" if window > 1 else "each step"
+    smoothed = f"mean of {window} steps" if window > 1 else "each step"
     panels = [(axes[0, 0], epochs, "epoch", "val_psnr", "validation PSNR (dB)", "epoch (from 0)"),
               (axes[0, 1], steps, "step", "kl_smooth",
-               "KL per sequence (nats, summed over latent\ndims and the sequence's steps), "
-               + smoothed,
+               f"KL per sequence (nats, summed over latent\ndims and steps), {smoothed}",
                "optimiser step"),
               (axes[1, 0], steps, "step", "beta", "KL weight beta", "optimiser step"),
               (axes[1, 1], steps, "step", "tfr", "teacher forcing ratio", "optimiser step")]

@@ -114,18 +114,11 @@ class DanceModelConfig:
     # The first frame's features join the fusion at every step: what the residual changes, so
     # the first frame's dancer can be erased (course: False)
     sees_first: bool = True
-    # The first label's features join the fusion too: where the first frame's dancer stood,
-    # drawn as plainly as the label of frame t shows where it stands now
-    sees_first_label: bool = False
     # With the composite: what the mask keeps where it is 0 is a background plate instead of
     # the first frame itself: once per sequence, a learned mask covers the first frame's
     # dancer and the background around fills it, so where the dancer has left, no step has to
     # erase it again
     plate: bool = False
-    # Frame t-1's features join the fusion (the course's). false: frame t is drawn from the
-    # first frame, label t and z_t alone, so a blurred prediction is never fed back and
-    # teacher forcing has nothing to act on
-    sees_previous: bool = True
     # Channels of a per-sequence appearance code (attention pooling over the first frame and
     # label: background and costume colours) broadcast into the fusion; 0 = none (the course's)
     appearance_dim: int = 16
@@ -137,10 +130,6 @@ class DanceModelConfig:
     # Every module works on maps of 1/patch the frame's size, each patch x patch block of pixels
     # stacked into channels (lossless): patch^2 times less work, twice the reach; 1 = the course
     patch: int = 1
-    # fixed: z_t ~ N(0, I), the course's | learned: a Gaussian whose mean and variance a network
-    # reads from the fed frame t-1 and label t (as SVG-LP's prior reads x_{t-1}), so that a
-    # posterior far from N(0, I) (a small KL weight) still has prior draws like its own
-    prior: Literal["fixed", "learned"] = "fixed"
 
     def check(self):
         _positive(self, "F_dim", "L_dim", "N_dim", "D_out_dim", prefix="model.dance")

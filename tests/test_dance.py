@@ -14,7 +14,6 @@ from cvae.config import DanceModelConfig
 from cvae.tracks.dance.evaluation import evaluate_dance
 from cvae.tracks.dance.rollout import generate, rollout
 from cvae.data import lab4_folders, sim_dance
-from cvae.data.prepare import prepare
 from cvae.data.shards import Split
 from cvae.samples import to_uint8
 from cvae.metrics import psnr
@@ -25,16 +24,12 @@ from tests.test_pipeline import _run, _write_params, assert_deps_are_the_code_ru
 TINY = DanceModelConfig(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8)
 # The model's variants: ours (first frame, appearance code, composite), on 2x2 patches, with an
 # added change instead of the composite, the course's inputs (previous frame, label, z), with
-# the label-guided look-up, with the first label in the fusion, and over a background plate
+# the label-guided look-up, and over a background plate
 ADDED = dataclasses.replace(TINY, composite=False)
-LEARNED = dataclasses.replace(TINY, prior="learned")
-NO_PREVIOUS = dataclasses.replace(TINY, sees_previous=False)
 LOOKUP = dataclasses.replace(TINY, patch=2, first_lookup_dim=4)
-FIRST_LABEL = dataclasses.replace(TINY, sees_first_label=True)
 PLATE = dataclasses.replace(TINY, patch=2, plate=True)
 VARIANTS = [TINY, dataclasses.replace(TINY, patch=2), ADDED,
-            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LEARNED, NO_PREVIOUS,
-            LOOKUP, FIRST_LABEL, PLATE]
+            dataclasses.replace(ADDED, sees_first=False, appearance_dim=0), LOOKUP, PLATE]
 
 
 # --- sim-dance --------------------------------------------------------------------------------
@@ -167,43 +162,6 @@ def test_teacher_forced_batches_equal_the_step_by_step_rollout(cfg):
         torch.testing.assert_close(out.frames[t - 1], step, atol=1e-5, rtol=1e-5)
 
 
-def test_the_learned_prior_starts_as_n01_and_reads_the_fed_frame_and_the_label():
-    model = DanceCVAE(LEARNED)
-    frames, labels = _batch()
-    out = rollout(model, frames, labels, teacher_forcing=False)
-    assert torch.equal(out.prior_mu, torch.zeros_like(out.mu))
-    assert torch.equal(out.prior_logvar, torch.zeros_like(out.mu))
-    torch.nn.init.normal_(model.prior_net[-1].weight, std=0.1)
-    model.eval()
-    for teacher_forcing in (True, False):
-        out = rollout(model, frames, labels, teacher_forcing=teacher_forcing)
-        for t in range(1, 5):
-            fed = frames[t - 1] if teacher_forcing or t == 1 else out.frames[t - 2]
-            mu, logvar = model.prior(model.frame_encoder(fed), model.label_encoder(labels[t]))
-            torch.testing.assert_close(out.prior_mu[t - 1], mu.flatten(1), atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(out.prior_logvar[t - 1], logvar.flatten(1),
-                                       atol=1e-5, rtol=1e-5)
-    fixed = rollout(DanceCVAE(TINY), frames, labels, teacher_forcing=True)
-    assert not fixed.prior_mu.any() and not fixed.prior_logvar.any()
-
-
-def test_test_time_draws_come_from_the_learned_prior(dance_shards):
-    """A prior whose mean is 3 with almost no spread: every z the evaluation draws is 3 (with
-    the fixed prior, z is the standard normal draw itself)."""
-    shards, _ = dance_shards
-    model = DanceCVAE(dataclasses.replace(LEARNED, F_dim=4, L_dim=4)).eval()
-    bias = model.prior_net[-1].bias
-    with torch.no_grad():
-        bias[:2], bias[2:] = 3.0, -30.0  # mu = 3, logvar = -30
-    seen = []
-    predict = model.predict
-    model.predict = lambda *args: seen.append(args[-1]) or predict(*args)
-    evaluate_dance(model, Split(shards, "test"), batch_size=2, device=torch.device("cpu"),
-                   seed=0, samples=2, posterior=False)
-    z = torch.cat([x.flatten() for x in seen])
-    torch.testing.assert_close(z, torch.full_like(z, 3.0), atol=1e-4, rtol=0)
-
-
 @pytest.mark.parametrize("cfg", VARIANTS)
 def test_an_untrained_residual_model_copies_the_first_frame(cfg):
     model = DanceCVAE(cfg).eval()
@@ -280,29 +238,6 @@ def test_the_autoregressive_rollout_feeds_its_predictions_and_trains(cfg):
         rollout(model, frames, labels, 2, teacher_forcing=True)
 
 
-def test_without_the_previous_frame_a_step_reads_the_first_frame_label_and_z_only():
-    frames, labels = _batch()
-    for cfg, fed_frame_matters in ((TINY, True), (NO_PREVIOUS, False)):
-        model = DanceCVAE(cfg).eval()
-        torch.manual_seed(4)
-        for module in (model.fusion, model.generator):  # away from the untrained copy
-            for weight in module.parameters():
-                weight.data.normal_(0, 0.3)
-        with torch.no_grad():
-            context = model.context(frames[0], model.frame_encoder(frames[0]),
-                                    model.label_encoder(labels[0]))
-            z = torch.randn(2, *model.latent_shape)
-            a, b = (model.predict(context, model.frame_encoder(fed),
-                                  model.label_encoder(labels[2]), z) for fed in frames[1:3])
-            torch.manual_seed(2)
-            free = rollout(model, frames, labels, teacher_forcing=False).frames
-            torch.manual_seed(2)
-            forced = rollout(model, frames, labels, teacher_forcing=True).frames
-        assert (not torch.equal(a, b)) == fed_frame_matters
-        # Fed its own predictions or the truth: the same frames when nothing is fed.
-        assert torch.allclose(free, forced, atol=1e-5) == (not fed_frame_matters)
-
-
 def _change_from_the_first(cfg, what: str = "frame") -> torch.Tensor:
     """Where (columns, (64,) bool) a prediction from the same previous frame, label and z
     changes when only the left 8 columns of the first frame (`what="frame"`) or of the first
@@ -345,15 +280,6 @@ def test_the_fusion_sees_the_first_frame_and_its_appearance_only_when_asked():
     lookup = _change_from_the_first(DanceModelConfig(**small, sees_first=False,
                                                      appearance_dim=0, first_lookup_dim=4))
     assert lookup.all()
-
-
-def test_the_fusion_sees_the_first_label_only_when_asked():
-    """With `sees_first_label` (and nothing else from the first frame), a prediction changes
-    where the first label changed, near it only; without it, not at all."""
-    small = dict(F_dim=8, L_dim=4, N_dim=2, D_out_dim=8, sees_first=False, appearance_dim=0)
-    assert not _change_from_the_first(DanceModelConfig(**small), "label").any()
-    seen = _change_from_the_first(DanceModelConfig(**small, sees_first_label=True), "label")
-    assert seen[:8].all() and not seen[40:].any()
 
 
 def test_the_look_up_reads_the_first_frame_where_the_first_label_drew_the_same_bone():

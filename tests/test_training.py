@@ -356,22 +356,24 @@ def test_a_full_disk_is_named_and_leaves_no_partial_file(tmp_path, monkeypatch, 
         assert not (folder / "shards").exists() and not (folder / "best.pt").exists()
 
 
-def test_checkpoints_from_before_a_new_setting_still_match_at_its_default():
-    """A setting added to TrainConfig or DanceModelConfig changes every fingerprint unless it is
-    left out at the value that behaves as before (`cvae.runtime.ADDED_LATER`): without that,
-    upgrading would refuse every saved checkpoint. The value below was computed at commit
+def test_checkpoints_from_before_a_setting_was_added_or_removed_still_match():
+    """A setting added to the model's or training's settings changes every fingerprint unless
+    it is left out at the value that behaves as before (`cvae.checkpoints.ADDED_LATER`); one
+    removed, unless it is put back at the value the code kept (`REMOVED`): without that,
+    upgrading would refuse every saved checkpoint. The robot value was computed at commit
     c2c0476, before `train.first_gap`, `train.moving_weight`, `model.dance.first_lookup_dim`,
-    `model.dance.sees_first_label` and `model.dance.plate` existed."""
+    `model.dance.sees_first_label` and `model.dance.plate` existed; the dance value before
+    `model.dance.sees_first_label`, `sees_previous` and `prior` were removed."""
     meta = {"shards": {"train": [{"frames": "frames-00000.npy"}]}}
     assert fingerprint(Params(), meta) == "69b541d55e55f7c1", (
         "a new setting changed the fingerprint of unchanged runs: add it to ADDED_LATER")
     dance = {"data": {"source": "sim-dance"}, "train": {"n_past": 1}}
+    assert fingerprint(parse(Params, dance), meta) == "fae075288b858820", (
+        "a removed setting changed the fingerprint of unchanged runs: add it to REMOVED")
     gapped = {**dance, "train": {"n_past": 1, "first_gap": 1}}
     assert fingerprint(parse(Params, gapped), meta) != fingerprint(parse(Params, dance), meta)
     looking_up = {**dance, "model": {"dance": {"first_lookup_dim": 8}}}
     assert fingerprint(parse(Params, looking_up), meta) != fingerprint(parse(Params, dance), meta)
-    first_label = {**dance, "model": {"dance": {"sees_first_label": True}}}
-    assert fingerprint(parse(Params, first_label), meta) != fingerprint(parse(Params, dance), meta)
     plate = {**dance, "model": {"dance": {"plate": True}}}
     assert fingerprint(parse(Params, plate), meta) != fingerprint(parse(Params, dance), meta)
     weighted = {**dance, "train": {"n_past": 1, "moving_weight": 10}}

@@ -1,6 +1,6 @@
 """The dance track's test protocol (the 2024 lab's): from each sequence's first frame and all of
 its labels, predict every other frame, the model fed only its own predictions and z drawn from
-the prior (N(0, I), or the learned prior on what each step is fed); score every predicted frame
+the prior, N(0, I); score every predicted frame
 (PSNR per image, DESIGN.md section 2) beside the copy-first-frame baseline.
 
 As on the robot track, N prior samples per sequence run as one batch, scored as the mean over
@@ -100,7 +100,7 @@ def _sample(model, first, labels, noise: _PriorNoise, samples: int) -> torch.Ten
     B = first.shape[0]
 
     def prior(t, fed_features, label_features):
-        return reparameterize(*model.prior(fed_features, label_features), noise.step().flatten(0, 1))
+        return reparameterize(*model.prior(fed_features), noise.step().flatten(0, 1))
 
     preds = generate(model, tile_samples(first, samples, dim=0),
                      tile_samples(labels, samples, dim=1), prior)

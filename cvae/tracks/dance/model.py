@@ -5,10 +5,8 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
   label encoder    label image -> L_dim channels   (`label_transformation`)
   posterior        frame + label features -> mean and log-variance of z, N_dim channels per
                    pixel (`Gaussian_Predictor`)
-  prior            N(0, I), the course's; or (`prior: learned`) the same kind of network on
-                   the fed frame t-1's features and label t's, starting out as N(0, I)
-  fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`);
-                   without `sees_previous`, this label's + z (+ the first frame's context) only
+  prior            N(0, I), the course's
+  fusion           previous frame's features + this label's + z -> D_out_dim (`Decoder_Fusion`)
   generator        residual blocks -> the next RGB frame in [0, 1] (`Generator`); with
                    `residual` (our default) it outputs the change to the sequence's *first*
                    frame (the one given at test time), its last layer starting at zero: an
@@ -18,13 +16,11 @@ feature maps (32 x 64): nothing is downsampled, so the skeleton's thin lines kee
                    a previous-frame residual drifted to saturation within 600 frames).
                    `residual: false` is the course's generator: the frame itself, via a sigmoid.
 
-Two inputs beyond the course's, both computed once per sequence from its first frame (and first
-label), join the fusion's input at every step:
+Inputs beyond the course's, computed once per sequence from its first frame (and first label),
+join the fusion's input at every step:
   first frame      its features (`sees_first`): what the residual changes. Without them the
                    model cannot know where the first frame's dancer stands, so it cannot erase
                    it (a faded copy stays: the "ghost").
-  first label      its features (`sees_first_label`): the first dancer's place as the labels
-                   draw it, beside label t's.
   background plate (`plate`) the first frame with its dancer filled in, once per sequence: a
                    learned mask says where the dancer stands, and under it each pixel takes
                    the average of the unmasked pixels around it (normalized convolution).
@@ -92,7 +88,7 @@ def encoder(cin: int, cout: int, patch: int = 1) -> nn.Sequential:
 
 def gaussian_head(cfg: DanceModelConfig) -> nn.Sequential:
     """Frame and label features (F_dim + L_dim channels) -> the mean and log-variance maps of a
-    Gaussian over z (2 * N_dim channels): the posterior, and the learned prior."""
+    Gaussian over z (2 * N_dim channels): the posterior."""
     return nn.Sequential(ResidualBlock(cfg.F_dim + cfg.L_dim, cfg.F_dim),
                          nn.Conv2d(cfg.F_dim, 2 * cfg.N_dim, 1))
 
@@ -143,21 +139,15 @@ class DanceCVAE(nn.Module):
         self.frame_encoder = encoder(channels, cfg.F_dim, cfg.patch)
         self.label_encoder = encoder(channels, cfg.L_dim, cfg.patch)
         self.posterior_net = gaussian_head(cfg)
-        if cfg.prior == "learned":
-            self.prior_net = gaussian_head(cfg)
-            nn.init.zeros_(self.prior_net[-1].weight)  # N(0, I) until training moves it
-            nn.init.zeros_(self.prior_net[-1].bias)
         if cfg.appearance_dim:
             self.appearance = AppearanceCode(cfg.F_dim + cfg.L_dim, cfg.appearance_dim)
-        context = ((cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
-                   + (cfg.L_dim if cfg.sees_first_label else 0))
+        context = (cfg.F_dim if cfg.sees_first else 0) + cfg.appearance_dim
         looked_up = 0
         if cfg.first_lookup_dim:  # it reads the first frame's features and pixels (patch-stacked)
             looked_up = cfg.F_dim + channels * cfg.patch ** 2
             self.lookup_query = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
             self.lookup_key = nn.Conv2d(cfg.L_dim, cfg.first_lookup_dim, 1)
             self.lookup_pool = LOOKUP_POOL  # an attribute, so a benchmark can time 1 beside it
-        previous = cfg.F_dim if cfg.sees_previous else 0
         if cfg.plate:  # where the first frame's dancer stands: a mask's logit per pixel
             width = cfg.D_out_dim // 2
             to_mask = nn.Conv2d(width, cfg.patch ** 2, 1)
@@ -167,7 +157,7 @@ class DanceCVAE(nn.Module):
                 ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.appearance_dim, width),
                 ResidualBlock(width, width), to_mask, nn.PixelShuffle(cfg.patch))
         self.fusion = nn.Sequential(
-            ResidualBlock(previous + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
+            ResidualBlock(cfg.F_dim + cfg.L_dim + cfg.N_dim + context + looked_up, cfg.D_out_dim),
             ResidualBlock(cfg.D_out_dim, cfg.D_out_dim))
         # With `composite`, a mask channel beside the painted RGB (after the pixel shuffle).
         out_channels = channels + 1 if cfg.residual and cfg.composite else channels
@@ -182,21 +172,13 @@ class DanceCVAE(nn.Module):
             ResidualBlock(cfg.D_out_dim // 2, cfg.D_out_dim // 2),
             to_rgb, nn.PixelShuffle(cfg.patch), nn.Identity() if cfg.residual else nn.Sigmoid())
 
-    @property
-    def reads_fed_frame(self) -> bool:
-        """Whether step t reads the frame fed in (t-1): through the fusion, or through the
-        learned prior. If not, a rollout need not encode its predictions to go on."""
-        return self.cfg.sees_previous or self.cfg.prior == "learned"
-
     def posterior(self, frame_features, label_features):
         """(mu, logvar) of z_t, each (B, N_dim, H, W), from frame t's and label t's features."""
         return _statistics(self.posterior_net, frame_features, label_features)
 
-    def prior(self, fed_features, label_features):
-        """(mu, logvar) of z_t's prior, each (B, N_dim, H, W), from the features of the frame
-        fed in (t-1) and of label t: zeros, N(0, I), for the fixed prior."""
-        if self.cfg.prior == "learned":
-            return _statistics(self.prior_net, fed_features, label_features)
+    def prior(self, fed_features):
+        """(mu, logvar) of z_t's prior, each (B, N_dim, H, W): zeros, N(0, I), for every step
+        (`fed_features` give the batch, device and dtype)."""
         zeros = fed_features.new_zeros(fed_features.shape[0], *self.latent_shape)
         return zeros, zeros
 
@@ -209,11 +191,7 @@ class DanceCVAE(nn.Module):
         code = self.appearance(both) if self.cfg.appearance_dim else none
         base = (_fill(first, self.plate_mask(torch.cat([both, code], 1)).sigmoid())
                 if self.cfg.plate else first)
-        parts = [first_features] if self.cfg.sees_first else []
-        if self.cfg.sees_first_label:
-            parts.append(first_label_features)
-        parts.append(code)
-        maps = torch.cat(parts, 1)
+        maps = torch.cat([first_features, code] if self.cfg.sees_first else [code], 1)
         if not self.cfg.first_lookup_dim:
             return Context(base, maps, none, none)
         keys = self.lookup_key(first_label_features)
@@ -230,12 +208,11 @@ class DanceCVAE(nn.Module):
 
     def predict(self, context, previous_features, label_features, z):
         """Frame t (B, C, H, W) from the sequence's context (`context`, whose base the residual
-        output changes), frame t-1's features, label t's and z_t. Without `sees_previous`,
-        frame t-1's features are not used."""
-        previous = [previous_features] if self.cfg.sees_previous else []
+        output changes), frame t-1's features, label t's and z_t."""
         looked_up = ([self.look_up(label_features, context.keys, context.values)]
                      if self.cfg.first_lookup_dim else [])
-        fused = self.fusion(torch.cat([*previous, label_features, z, context.maps, *looked_up], 1))
+        fused = self.fusion(torch.cat([previous_features, label_features, z, context.maps,
+                                       *looked_up], 1))
         out = self.generator(fused)
         base = context.base
         if self.cfg.residual and self.cfg.composite:

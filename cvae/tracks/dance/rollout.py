@@ -3,15 +3,12 @@
 Step t (t >= 1) predicts frame t from the features of frame t-1, those of label t and z_t. Frame
 t-1 is the truth for t = 1 and under teacher forcing, else the model's own prediction. In
 training z_t comes from the posterior on the true frame t and label t; at test time from the
-prior (or, as an upper reference, still from the posterior), which reads what the step is fed:
-frame t-1's features and label t's.
+prior, N(0, I) (or, as an upper reference, still from the posterior).
 
 Nothing carries state from step to step but the fed frame (and the first frame: the residual
 generator changes it, and its features, appearance code and look-up are the sequence's
 context), so under teacher forcing every step is known up front and the whole clip runs as one
-batch; only the autoregressive path loops. A model that reads no fed frame (`sees_previous:
-false` with the fixed prior) always runs as one batch in training, and at test time does not
-encode its predictions.
+batch; only the autoregressive path loops.
 """
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
             teacher_forcing: bool) -> Rollout:
     """Training rollout of frames (T, B, C, H, W) with labels (T, B, C, H, W): predictions of
     frames 1..T-1 and the posterior's statistics, flattened per step to (T-1, B, latent_size)
-    so that `cvae.losses.sequence_loss` treats both tracks alike, with the prior's statistics
-    on the frames fed (zeros for the fixed prior)."""
+    so that `cvae.losses.sequence_loss` treats both tracks alike, with the prior's (zeros)."""
     if n_past != 1:
         raise ValueError("the dance model conditions on one frame: n_past must be 1")
     T, B = frames.shape[:2]
@@ -39,22 +35,17 @@ def rollout(model: DanceCVAE, frames: torch.Tensor, labels: torch.Tensor, n_past
     mu, logvar = (s.unflatten(0, (T - 1, B)) for s in model.posterior(
         frame_features[1:].flatten(0, 1), label_features.flatten(0, 1)))
     z = reparameterize(mu, logvar)
-    # A model that reads no fed frame has every step known up front, teacher forcing or not.
-    if teacher_forcing or not model.reads_fed_frame:
+    if teacher_forcing:
         predictions = _batched_predict(model, context, frame_features[:-1], label_features, z)
-        prior_mu, prior_logvar = (s.unflatten(0, (T - 1, B)) for s in model.prior(
-            frame_features[:-1].flatten(0, 1), label_features.flatten(0, 1)))
     else:
-        fed_features, outputs, priors = frame_features[0], [], []
+        fed_features, outputs = frame_features[0], []
         for t in range(T - 1):
-            priors.append(model.prior(fed_features, label_features[t]))
             outputs.append(model.predict(context, fed_features, label_features[t], z[t]))
             if t < T - 2:  # the last prediction feeds nothing
                 fed_features = model.frame_encoder(outputs[-1])
         predictions = torch.stack(outputs)
-        prior_mu, prior_logvar = (torch.stack(s) for s in zip(*priors))
-    return Rollout(predictions, mu.flatten(2), logvar.flatten(2),
-                   prior_mu.flatten(2), prior_logvar.flatten(2))
+    prior = torch.zeros_like(mu).flatten(2)  # N(0, I): mean and log-variance 0
+    return Rollout(predictions, mu.flatten(2), logvar.flatten(2), prior, prior)
 
 
 def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
@@ -70,7 +61,7 @@ def generate(model: DanceCVAE, first: torch.Tensor, labels: torch.Tensor,
         label_features = model.label_encoder(labels[t])
         outputs.append(model.predict(context, fed_features, label_features,
                                      latent(t, fed_features, label_features)))
-        if t < labels.shape[0] - 1 and model.reads_fed_frame:
+        if t < labels.shape[0] - 1:
             fed_features = model.frame_encoder(outputs[-1])
     return torch.stack(outputs)
 
