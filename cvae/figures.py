@@ -125,11 +125,11 @@ def _per_step(ax, steps: pd.DataFrame, column: str, colour: str) -> None:
 
 def _plain_log_ticks(ax) -> None:
     """Log y ticks as plain numbers (0.05, not 5x10^-2); 2 and 5 times a power of ten labelled
-    too when the axis spans less than two decades, so a short axis has labels."""
+    too when the axis spans less than three decades, so a short axis has labels."""
     low, high = ax.get_ylim()
 
     def minor(value, _):
-        return f"{value:g}" if high / low < 100 and f"{value:.0e}"[0] in "25" else ""
+        return f"{value:g}" if high / low < 1000 and f"{value:.0e}"[0] in "25" else ""
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
 
